@@ -125,10 +125,11 @@ def command_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<10} {'total':>11} {'trainable':>11} {'non-trainable':>14}  description")
+    width = max(len(row["name"]) for row in rows)
+    print(f"{'name':<{width}} {'total':>11} {'trainable':>11} {'non-trainable':>14}  description")
     for row in rows:
         print(
-            f"{row['name']:<10} {row['total']:>11,} {row['trainable']:>11,} {row['non_trainable']:>14,}  {row['description']}"
+            f"{row['name']:<{width}} {row['total']:>11,} {row['trainable']:>11,} {row['non_trainable']:>14,}  {row['description']}"
         )
     return 0
 

@@ -121,7 +121,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
         "## Data",
         "",
-        f"- source: {data['source']} ({data['kind']})",
+        f"- source: {data['source']} (kind: {data['kind']})",
         f"- classes ({len(card['classes'])}): {', '.join(card['classes'])}",
     ]
     lines += _class_count_table(card["classes"], data["class_counts"])
@@ -140,8 +140,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"- seed: {training['seed']} (weights and shuffling), split seed: {training['split_seed']}",
         f"- training time: {_format_value(training['train_time_s'], ' s')}, epochs: {training['epochs']}, "
         f"stopped by: {training['stop_reason']}, weights kept: {training['weights']}, device: {training['device']}",
-        f"- training config: `{json.dumps(training['config'], default=str)}`",
-        f"- data config: `{json.dumps(data['config'], default=str)}`",
+        f"- training config: {_format_config(training['config'])}",
+        f"- data config: {_format_config(data['config'])}",
         "",
         "## Metrics",
         "",
@@ -170,6 +170,10 @@ def _format_value(value: Any, unit: str = "") -> str:
     if value == NOT_RECORDED:
         return value
     return f"{value}{unit}"
+
+
+def _format_config(config: Any) -> str:
+    return f"`{json.dumps(config, default=str)}`" if isinstance(config, dict) else str(config)
 
 
 def _or_not_recorded(value: Any) -> Any:

@@ -100,8 +100,9 @@ def load_starting_weights(architecture: str, weights: str, download: bool) -> di
                     f"(torchvision's {ARCHITECTURES[architecture].weights_enum}.IMAGENET1K_V1, "
                     f"from {imagenet_weights(architecture).url}). Copy that file there, set $TORCH_HOME to the "
                     "folder whose hub/checkpoints/ contains it, pass weights=PATH to a state_dict .pth "
-                    "(--model-arg weights='\"PATH\"'), or pass download=true to fetch it"
+                    "(--model-arg weights='\"PATH\"'), or pass download=true (--model-arg download=true) to fetch it"
                 )
+            # NOTE: no test runs this download branch, because the tests never use the network.
             logger.info("downloading ImageNet weights for %s to %s", architecture, path)
             try:
                 return imagenet_weights(architecture).get_state_dict(progress=True, check_hash=True)

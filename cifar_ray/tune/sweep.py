@@ -35,6 +35,19 @@ logger = logging.getLogger(__name__)
 METRIC = "val_accuracy"
 MODE = "max"
 SCHEDULERS = ("asha", "hyperband", "fifo")
+# Keys every trial reports each epoch (see Trainer.train_epoch and ArchitectureTrainable.step),
+# so any of them can drive the search and the scheduler.
+REPORTED_METRICS = {
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "best_val_accuracy",
+    "lr",
+    "epoch_time_s",
+    "train_images_per_s",
+    "train_time_s",
+}
 
 
 @dataclass
@@ -75,6 +88,13 @@ def get_args_parser(spec: SweepSpec) -> argparse.ArgumentParser:
         "default: paper when a GPU is visible, else cpu",
     )
     run.add_argument("--scheduler", choices=SCHEDULERS, default="asha", help="early stopping of search trials (default asha)")
+    run.add_argument(
+        "--metric",
+        default=METRIC,
+        help=f"result key that search and scheduler optimise (default {METRIC}); winners are always ranked "
+        "by their best val_accuracy",
+    )
+    run.add_argument("--mode", choices=["max", "min"], default=MODE, help=f"maximise or minimise --metric (default {MODE})")
     run.add_argument("--seed", type=int, default=0, help="seeds the data split, hyperopt and the trials (default 0)")
     run.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --out")
     run.add_argument("--no-analysis", action="store_true", help="skip the plots and REPORT.md at the end")
@@ -92,6 +112,21 @@ def get_args_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     budget.add_argument("--top-k", type=int, help="configurations retrained at the end")
     budget.add_argument("--seeds", type=int, help="final retrains per configuration")
 
+    search = parser.add_argument_group("search space")
+    search.add_argument("--optimizer", choices=["nadam", "sgd"], help="optimiser of every trial (default nadam)")
+    search.add_argument(
+        "--lr-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="searched learning-rate range, log-uniform (default 3e-4 3e-3 for nadam, 1e-3 1e-1 for sgd)",
+    )
+    search.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="random crop and flip in every trial (default: on for the cpu profile, off otherwise, as in the study)",
+    )
+
     cluster = parser.add_argument_group("resources and cluster")
     cluster.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
     cluster.add_argument(
@@ -99,6 +134,7 @@ def get_args_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     )
     cluster.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the resources allow)")
     cluster.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its last checkpoint")
+    cluster.add_argument("--checkpoint-every", type=int, default=1, help="epochs between trial checkpoints (default 1)")
     cluster.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else start a local one)")
     cluster.add_argument("--storage", help="where Ray stores experiments: a shared folder or a cloud URI (default OUT/ray)")
     return parser
@@ -127,6 +163,7 @@ def resolve_profile(args: argparse.Namespace, spec: SweepSpec) -> SweepProfile:
         final_subset=args.final_subset,
         top_k=args.top_k,
         seeds=args.seeds,
+        augment=args.augment,
     )
     validate_settings(profile, args)
     return profile
@@ -153,6 +190,15 @@ def validate_settings(profile: SweepProfile, args: argparse.Namespace) -> None:
         (args.gpus_per_trial is None or args.gpus_per_trial >= 0, f"--gpus-per-trial must be 0 or more, got {args.gpus_per_trial}"),
         (args.max_concurrent is None or args.max_concurrent >= 1, f"--max-concurrent must be at least 1, got {args.max_concurrent}"),
         (args.max_failures >= 0, f"--max-failures must be 0 or more, got {args.max_failures}"),
+        (args.checkpoint_every >= 1, f"--checkpoint-every must be at least 1 epoch, got {args.checkpoint_every}"),
+        (
+            args.metric in REPORTED_METRICS,
+            f"--metric {args.metric!r} is not reported by any trial; valid: {', '.join(sorted(REPORTED_METRICS))}",
+        ),
+        (
+            args.lr_range is None or 0 < args.lr_range[0] < args.lr_range[1],
+            f"--lr-range needs 0 < LOW < HIGH, got {args.lr_range}",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -264,7 +310,9 @@ def run_stage(
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=storage,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True),
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=2, checkpoint_frequency=args.checkpoint_every, checkpoint_at_end=True
+                ),
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 verbose=1,
             ),
@@ -309,8 +357,15 @@ def search_stage(
     from cifar_ray.tune.trainables import TRAINABLES
 
     space, points = SPACES[family](profile.width_scale)
+    optimizer = args.optimizer or "nadam"
+    lr_range = args.lr_range or ((1e-3, 1e-1) if optimizer == "sgd" else None)
+    if lr_range is not None:
+        space["lr"] = tune.loguniform(*lr_range)
+        points = [{**point, "lr": min(max(point["lr"], lr_range[0]), lr_range[1])} for point in points]
     param_space = {
         **space,
+        "optimizer": optimizer,
+        "augment": profile.augment,
         "epochs": profile.max_epochs,
         "batch_size": profile.batch_size,
         "patience": 3,
@@ -326,8 +381,8 @@ def search_stage(
     limit = profile.num_samples if args.scheduler == "hyperband" else concurrency
     trainable = tune.with_resources(tune.with_parameters(TRAINABLES[family], data=data), resources)
     tune_config = tune.TuneConfig(
-        metric=METRIC,
-        mode=MODE,
+        metric=args.metric,
+        mode=args.mode,
         search_alg=ConcurrencyLimiter(searcher, max_concurrent=limit),
         scheduler=build_scheduler(args.scheduler, profile),
         num_samples=profile.num_samples,
@@ -352,9 +407,16 @@ def final_stage(
     from cifar_ray.tune.trainables import ArchitectureTrainable
 
     for winner in winners:
+        # A searched configuration carries the search's epoch limit; the final
+        # retrain replaces it. Fixed configurations keep the length they set.
+        if "search_trial_id" in winner:
+            winner["epochs"] = profile.final_epochs
+            winner["patience"] = profile.final_patience
         winner.setdefault("epochs", profile.final_epochs)
         winner.setdefault("patience", profile.final_patience)
         winner.setdefault("batch_size", profile.batch_size)
+        winner.setdefault("augment", profile.augment)
+        winner.setdefault("seed", args.seed)
         if profile.final_time_limit_s is not None:
             winner.setdefault("time_limit_s", profile.final_time_limit_s)
     param_space = {
@@ -363,7 +425,7 @@ def final_stage(
         "final": True,
     }
     trainable = tune.with_resources(tune.with_parameters(ArchitectureTrainable, data=data), resources)
-    tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, max_concurrent_trials=concurrency, reuse_actors=False)
+    tune_config = tune.TuneConfig(metric=args.metric, mode=args.mode, max_concurrent_trials=concurrency, reuse_actors=False)
     return run_stage("final", trainable, param_space, tune_config, storage, args, stages)
 
 
@@ -407,8 +469,11 @@ def print_header(spec: SweepSpec, profile: SweepProfile, args: argparse.Namespac
         f"  final: top {profile.top_k}{' per model' if spec.per_model else ''} retrained, up to {profile.final_epochs} epochs"
         f" (patience {profile.final_patience}), {profile.seeds} seed(s), on {profile.final_subset or 'all'} training images"
     )
+    print(f"  augmentation (random crop + flip): {'on' if profile.augment else 'off'}; batch size {profile.batch_size}")
     if profile.search_time_budget_s:
         print(f"  budget: each search stage stops after {profile.search_time_budget_s:.0f} s")
+    if profile.final_time_limit_s:
+        print(f"  budget: each final retrain stops after the epoch that passes {profile.final_time_limit_s:.0f} s of training")
     print(f"  data: {data_text}")
     print(f"  output: {out}", flush=True)
 

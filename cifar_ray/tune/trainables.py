@@ -96,6 +96,7 @@ class ArchitectureTrainable(tune.Trainable):
             "params": self.trainer.params["total"],
             "train_time_s": self.trainer.train_time_s,
             "stop_reason": self.trainer.stop_reason or "",
+            "node_id": ray.get_runtime_context().get_node_id(),
         }
         if self.trainer.stopped:
             result["done"] = True
