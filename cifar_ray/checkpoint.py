@@ -1,6 +1,6 @@
 """Saved models: weights together with everything needed to use them on new images.
 
-A model file holds the architecture name and dimensions, the weights, the
+A model file contains the architecture name and dimensions, the weights, the
 mean image, the class names, the input size and both configs. It contains only
 tensors and plain Python values, so it loads with `torch.load(weights_only=True)`.
 """

@@ -9,7 +9,7 @@ from typing import Any
 
 @dataclass
 class DataConfig:
-    """Where the images come from and how they are split."""
+    """Data source, image size and split settings."""
 
     data: str | None = None  # folder or archive; None: $CIFAR_RAY_DATA, then the cache folder
     image_size: int = 32  # pixels per side after resizing

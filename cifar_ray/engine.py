@@ -29,12 +29,12 @@ from cifar_ray.models import build_model, count_parameters, l2_penalty
 logger = logging.getLogger(__name__)
 
 # A diverged trial reports this finite loss (and accuracy 0) so that schedulers
-# can still rank it; the `diverged` flag says why.
+# can still rank it. The `diverged` flag records why.
 DIVERGED_LOSS = 1e6
 
 
 def select_device(requested: str | None = None) -> torch.device:
-    """The requested device, else the first GPU when one is visible, else the CPU."""
+    """Return the requested device, else the first GPU when one is visible, else the CPU."""
     if requested:
         device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -267,7 +267,7 @@ class Trainer:
         return metrics
 
     def summary(self, test: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The run's result record, as written to metrics.json."""
+        """Return the run's result record, as written to metrics.json."""
         last = self.history[-1] if self.history else {}
         result = {
             "model": self.config.model,

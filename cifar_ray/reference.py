@@ -42,7 +42,7 @@ STUDY_RESULTS: list[StudyResult] = [
 
 
 def study_result(model: str, optimizer: str = "nadam", early_stopping: bool = True) -> StudyResult | None:
-    """The study's row for a registered model trained with the given setup, or None when the study has none."""
+    """Return the study's row for a registered model trained with the given setup, or None when the study has none."""
     if optimizer == "nadam" and early_stopping:
         key = model
     elif optimizer == "sgd" and early_stopping:

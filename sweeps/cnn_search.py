@@ -2,9 +2,10 @@
 
     python sweeps/cnn_search.py --data ../shared/datasets/cifar10-jpeg
 
-Without a GPU the `cpu` profile runs: a search on 10,000 training images with
-networks about a seventh of the study's width, then the top 3 retrained on
-all 45,000 training images; about 15 minutes on 2 CPU cores. With a GPU the
+Without a GPU the `cpu` profile runs. It searches on 10,000 training images
+with networks about a seventh of the study's width and crop-and-flip
+augmentation, then retrains the top 2 on all 45,000 training images. The
+whole run is sized for 15 minutes on 2 CPU cores. With a GPU the
 `paper` profile searches around the study's own widths on the full data.
 """
 

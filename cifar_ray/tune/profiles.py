@@ -106,7 +106,7 @@ PROFILES: dict[str, SweepProfile] = {
 
 
 def get_profile(name: str, **overrides) -> SweepProfile:
-    """A copy of a named profile with `overrides` applied (None values are ignored)."""
+    """Return a copy of a named profile with `overrides` applied (None values are ignored)."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; valid: {', '.join(PROFILES)}")
     fields = {f.name for f in dataclasses.fields(SweepProfile)}

@@ -31,14 +31,14 @@ HISTORY_COLUMNS = [
 
 
 def _trial_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A final-stage config nests the searched config under `winner`; flatten it."""
+    """Flatten a final-stage config, which nests the searched config under `winner`."""
     if "winner" in config:
         return {**config["winner"], **{k: v for k, v in config.items() if k != "winner"}}
     return dict(config)
 
 
 def collect_trials(grid: ResultGrid, stage: str, max_epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per trial (config, last and best metrics, status, why it stopped) and one per trial per epoch."""
+    """Build one row per trial (config, last and best metrics, status, why it stopped) and one per trial per epoch."""
     rows = []
     histories = []
     for result in grid:
@@ -115,7 +115,7 @@ def _short_error(error: Exception | None) -> str:
 
 
 def select_winners(trials: pd.DataFrame, top_k: int, per_model: bool) -> list[dict[str, Any]]:
-    """The top-k search configurations by best validation accuracy (per registered model when `per_model`).
+    """Pick the top-k search configurations by best validation accuracy (per registered model when `per_model`).
 
     Errored and diverged trials are never chosen; the test set plays no part.
     """
@@ -139,7 +139,7 @@ def _present(value: Any) -> bool:
 
 
 def summarise_final(final: pd.DataFrame) -> pd.DataFrame:
-    """The comparison table: one row per retrained configuration (mean and std over seeds), with the study's figures."""
+    """Build the comparison table: one row per retrained configuration (mean and std over seeds), with the study's figures."""
     rows = []
     if final.empty:
         return pd.DataFrame()
@@ -175,7 +175,7 @@ def summarise_final(final: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_markdown(table: pd.DataFrame) -> str:
-    """The summary as a Markdown table. Validation accuracy is the last epoch's (the weights that were tested)."""
+    """Format the summary as a Markdown table. Validation accuracy is the last epoch's (the weights that were tested)."""
     if table.empty:
         return "No final model finished training.\n"
     header = (

@@ -35,7 +35,7 @@ def experiment_10(profile: SweepProfile, args: argparse.Namespace) -> list[dict[
 
 
 def resnet_runs(profile: SweepProfile, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The study's ResNet trainings: Nadam with early stopping, SGD with early stopping, and experiment 10."""
+    """Return the study's ResNet trainings (Nadam and SGD, each with early stopping) and experiment 10."""
     resnet = {"model": "resnet", "base_width": profile.resnet_base_width}
     return [
         {**resnet, "optimizer": "nadam"},

@@ -1,10 +1,10 @@
 """The sweep driver shared by every script in `sweeps/`.
 
 A sweep has up to two kinds of stage, each one Ray Tune experiment under
-`OUT/ray/`: a search per architecture family (hyperopt behind a concurrency
-limit, with ASHA, HyperBand or FIFO), then one final stage that retrains the
-chosen configurations from scratch on the whole training split and tests each
-once. Finished stages are recorded in `OUT/stages.json`, so `--resume` skips
+`OUT/ray/`. A search per architecture family runs hyperopt behind a
+concurrency limit, with ASHA, HyperBand or FIFO. Then one final stage retrains
+the chosen configurations from scratch on the whole training split and tests
+each once. Finished stages are recorded in `OUT/stages.json`, so `--resume` skips
 them and restores an interrupted one with `Tuner.restore`.
 """
 
@@ -52,7 +52,7 @@ REPORTED_METRICS = {
 
 @dataclass
 class SweepSpec:
-    """What one sweep script runs."""
+    """The stages and winner selection of one sweep script."""
 
     name: str  # script name, used for the default output folder
     description: str
@@ -63,7 +63,7 @@ class SweepSpec:
 
 
 class SweepError(Exception):
-    """A setting or state that stops the sweep before it wastes compute; the message says what to change."""
+    """A setting or state that stops the sweep before it wastes compute. The message names the fix."""
 
 
 def get_args_parser(spec: SweepSpec) -> argparse.ArgumentParser:
@@ -208,7 +208,7 @@ def validate_settings(profile: SweepProfile, args: argparse.Namespace) -> None:
 def prepare_output(out: Path, resume: bool) -> None:
     if resume:
         if not (out / "sweep.json").is_file():
-            raise SweepError(f"--resume was given but {out} holds no sweep (no sweep.json); check --out")
+            raise SweepError(f"--resume was given but no sweep was found in {out} (sweep.json is missing); check --out")
         return
     if out.exists() and any(out.iterdir()):
         raise SweepError(
@@ -268,8 +268,13 @@ def default_concurrency(args: argparse.Namespace, gpus_per_trial: float, capacit
     return max(1, int(min(by_cpu, by_gpu)))
 
 
+def trial_dirname(trial: Any) -> str:
+    """Short trial folder names; Ray's default embeds the whole config and gets unreadable."""
+    return f"{trial.trainable_name}_{trial.trial_id}"
+
+
 class StageLog:
-    """Which stages of a sweep have finished, kept in OUT/stages.json."""
+    """The record of finished stages, kept in OUT/stages.json."""
 
     def __init__(self, out: Path):
         self.path = out / "stages.json"
@@ -388,6 +393,7 @@ def search_stage(
         num_samples=profile.num_samples,
         time_budget_s=profile.search_time_budget_s,
         reuse_actors=False,
+        trial_dirname_creator=trial_dirname,
     )
     return run_stage(f"search-{family}", trainable, param_space, tune_config, storage, args, stages)
 
@@ -425,7 +431,13 @@ def final_stage(
         "final": True,
     }
     trainable = tune.with_resources(tune.with_parameters(ArchitectureTrainable, data=data), resources)
-    tune_config = tune.TuneConfig(metric=args.metric, mode=args.mode, max_concurrent_trials=concurrency, reuse_actors=False)
+    tune_config = tune.TuneConfig(
+        metric=args.metric,
+        mode=args.mode,
+        max_concurrent_trials=concurrency,
+        reuse_actors=False,
+        trial_dirname_creator=trial_dirname,
+    )
     return run_stage("final", trainable, param_space, tune_config, storage, args, stages)
 
 
@@ -521,7 +533,9 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
 
     start_ray(args.address)
     capacity = cluster_capacity()
-    gpus_per_trial = args.gpus_per_trial if args.gpus_per_trial is not None else (1.0 if capacity["total_gpus"] > 0 else 0.0)
+    gpus_per_trial = args.gpus_per_trial
+    if gpus_per_trial is None:
+        gpus_per_trial = 1.0 if capacity["total_gpus"] > 0 else 0.0
     check_resources(args.cpus_per_trial, gpus_per_trial, capacity)
     concurrency = default_concurrency(args, gpus_per_trial, capacity)
     resources = {"cpu": args.cpus_per_trial, "gpu": gpus_per_trial}

@@ -1,8 +1,8 @@
 """Ray Tune Trainables, one per architecture family, thin over `cifar_ray.engine.Trainer`.
 
 `setup` builds the Trainer from the trial's flat config and the data set that
-`tune.with_parameters` placed in Ray's object store; `step` trains one epoch;
-the checkpoint carries the Trainer's whole state. A final-stage trial (config
+`tune.with_parameters` placed in Ray's object store. `step` trains one epoch,
+and the checkpoint carries the Trainer's whole state. A final-stage trial (config
 `final: True`) also evaluates the test set once when it stops and saves the
 model file inside its last checkpoint.
 """
