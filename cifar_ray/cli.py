@@ -84,6 +84,15 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="KEY=JSON",
         help='override an architecture argument, e.g. --model-arg filters=[32,64] (repeatable)',
     )
+    group.add_argument(
+        "--weights",
+        help="pretrained models only: a state_dict file with the backbone's starting weights "
+        "(default: torchvision's cache folder)",
+    )
+    group.add_argument(
+        "--freeze",
+        help='pretrained models only: leading backbone blocks to freeze (an integer) or "all_but_head"',
+    )
     train.add_argument("--out", help="output folder (default results/train-MODEL-TIMESTAMP)")
 
     predict = commands.add_parser("predict", help="classify image files and folders with a saved model, to CSV")
@@ -134,6 +143,23 @@ def command_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def pretrained_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Turn --weights and --freeze into model arguments, rejecting them for models that are not pretrained."""
+    from cifar_ray.models import get_spec
+
+    overrides: dict[str, Any] = {}
+    if args.weights:
+        overrides["weights"] = args.weights
+    if args.freeze:
+        overrides["freeze"] = int(args.freeze) if args.freeze.isdigit() else args.freeze
+    if overrides and get_spec(args.model).family != "pretrained":
+        raise ValueError(
+            f"--weights and --freeze apply to pretrained models only, not {args.model!r}; "
+            "see `cifar-ray models` for the *_pretrained names"
+        )
+    return overrides
+
+
 def command_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -145,7 +171,7 @@ def command_train(args: argparse.Namespace) -> int:
     data_config = data_config_from_args(args)
     train_config = TrainConfig(
         model=args.model,
-        model_kwargs=parse_model_args(args.model_arg),
+        model_kwargs={**parse_model_args(args.model_arg), **pretrained_overrides(args)},
         epochs=args.epochs,
         batch_size=args.batch_size,
         optimizer=args.optimizer,

@@ -171,3 +171,66 @@ def test_sweep_on_64px_class_tree(real_data_dir, tmp_path):
     trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
     final = trials[trials["stage"] == "final"]
     assert final["test_accuracy"].notna().all()
+
+
+def test_predict_with_sweep_model(cnn_sweep, tmp_path, capsys):
+    """`cifar-ray predict` with the sweep's retrained model on messy copies of 200 real test images."""
+    import numpy as np
+    import torch
+
+    from _images import decode_files, real_files, write_messy_copy
+    from cifar_ray.checkpoint import load_model
+    from cifar_ray.cli import main
+    from cifar_ray.data import DeviceDataset
+
+    out, _ = cnn_sweep
+    model_path = out / pd.read_parquet(out / "trials.parquet").query("stage == 'final'").iloc[0]["model_file"]
+    sources, labels = real_files("test", per_class=20)
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    messy = [write_messy_copy(source, folder, index)[0] for index, source in enumerate(sources)]
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image\n")
+
+    code = main(["predict", str(model_path), str(folder), "--out", str(tmp_path / "predictions.csv")])
+
+    assert code == 0
+    assert "skipped 2" in capsys.readouterr().out
+    predictions = pd.read_csv(tmp_path / "predictions.csv").set_index("path")
+    assert len(predictions) == len(messy)
+
+    # Accuracy on the messy copies stays close to the same model's accuracy on the clean files.
+    model, metadata = load_model(model_path)
+    images = decode_files(sources, metadata["image_size"])
+    dataset = DeviceDataset(images, labels, metadata["mean_image"], torch.device("cpu"))
+    with torch.no_grad():
+        clean = torch.cat([model(batch) for batch, _ in dataset.eval_batches(100, channels_last=False)]).argmax(1).numpy()
+    names = metadata["class_names"]
+    predicted = np.array([names.index(predictions.loc[str(path), "predicted_class"]) for path in messy])
+    clean_accuracy = (clean == labels).mean()
+    messy_accuracy = (predicted == labels).mean()
+    assert abs(messy_accuracy - clean_accuracy) <= 0.08, f"messy {messy_accuracy:.3f} vs clean {clean_accuracy:.3f}"
+
+
+@pytest.mark.slow
+def test_pretrained_sweep_from_local_weights(real_data_dir, tmp_path, monkeypatch):
+    """The pretrained search reads its starting weights from a torchvision cache folder the test fills itself."""
+    import torch
+    import torchvision
+
+    from cifar_ray.models.pretrained import hub_checkpoint_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for architecture in ("resnet18", "mobilenet_v3_small"):
+        path = hub_checkpoint_path(architecture)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(getattr(torchvision.models, architecture)(weights=None).state_dict(), path)
+
+    run_sweep("pretrained_search", tmp_path / "out", *TINY)
+
+    trials = pd.read_parquet(tmp_path / "out" / "trials.parquet")
+    search = trials[trials["stage"] == "search-pretrained"]
+    assert (search["status"] != "ERROR").all(), search["error"].tolist()
+    assert set(search["model"]) <= {"resnet18_pretrained", "mobilenet_v3_small_pretrained"}
+    final = trials[trials["stage"] == "final"]
+    assert final["test_accuracy"].notna().all()

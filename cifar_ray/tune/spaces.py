@@ -44,6 +44,13 @@ def model_kwargs_from_config(config: dict[str, Any]) -> dict[str, Any]:
     if "l2" in base and "l2" in config:
         kwargs["l2"] = [float(config["l2"])] * len(base["l2"])
 
+    if "architecture" in base:
+        if "freeze" in config:
+            freeze = config["freeze"]
+            kwargs["freeze"] = int(freeze) if isinstance(freeze, (int, float)) else str(freeze)
+        if "weights" in config:
+            kwargs["weights"] = config["weights"]
+
     if "stage_widths" in base and "base_width" in config:
         width = int(config["base_width"])
         kwargs["stage_widths"] = [width * 2**i for i in range(len(base["stage_widths"]))]
@@ -54,7 +61,17 @@ def describe_config(config: dict[str, Any]) -> str:
     """A short, readable description of a trial's architecture, e.g. `cnn3 filters=[32, 64, 128] dense_units=256`."""
     kwargs = {**get_spec(config["model"]).kwargs, **model_kwargs_from_config(config)}
     parts = [config["model"]]
-    for key in ("hidden_units", "filters", "stage_widths", "dense_units", "conv_dropout", "dense_dropout", "l2", "dense_l2"):
+    for key in (
+        "hidden_units",
+        "filters",
+        "stage_widths",
+        "dense_units",
+        "conv_dropout",
+        "dense_dropout",
+        "l2",
+        "dense_l2",
+        "freeze",
+    ):
         if key in kwargs:
             value = kwargs[key]
             if isinstance(value, list) and value and isinstance(value[0], float):
@@ -130,4 +147,22 @@ def _scale_point(point: dict[str, Any], space: dict[str, Any], scale: float, ste
     return scaled
 
 
-SPACES = {"cnn": cnn_space, "fcnn": fcnn_space}
+def pretrained_space(scale: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """ImageNet backbones fine-tuned on the data: the backbone, the learning rate and how many leading blocks stay frozen.
+
+    `scale` is unused: the backbones keep torchvision's widths so that the
+    pretrained weights fit.
+    """
+    space = {
+        "model": tune.choice(["resnet18_pretrained", "mobilenet_v3_small_pretrained"]),
+        "lr": tune.loguniform(1e-4, 3e-3),
+        "freeze": tune.choice([0, 1, 2, 3, "all_but_head"]),
+    }
+    points = [
+        {"model": "resnet18_pretrained", "lr": 1e-3, "freeze": 0},
+        {"model": "mobilenet_v3_small_pretrained", "lr": 1e-3, "freeze": 0},
+    ]
+    return space, points
+
+
+SPACES = {"cnn": cnn_space, "fcnn": fcnn_space, "pretrained": pretrained_space}

@@ -151,8 +151,13 @@ class ResNetTrainable(ArchitectureTrainable):
     family = "resnet"
 
 
+class PretrainedTrainable(ArchitectureTrainable):
+    family = "pretrained"
+
+
 TRAINABLES: dict[str, type[ArchitectureTrainable]] = {
     "fcnn": FCNNTrainable,
     "cnn": CNNTrainable,
     "resnet": ResNetTrainable,
+    "pretrained": PretrainedTrainable,
 }
