@@ -2,8 +2,8 @@
 
     python analysis/analyse.py results/cnn_search-20250101-120000
 
-A smoke sweep's folder takes well under a minute on a 2-core CPU, most of it
-the t-SNE maps; `--no-embeddings` leaves those and the feature maps out.
+A smoke sweep's folder takes under a minute on a 2-core CPU, most of it for
+the t-SNE maps. `--no-embeddings` leaves those and the feature maps out.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cifar_ray.analysis.pipeline import TSNE_SAMPLES
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python analysis/analyse.py", description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, metavar="OUT_FOLDER", help="output folder of a sweeps/*.py run (the one holding sweep.json)")
+    parser.add_argument("out", type=Path, metavar="OUT_FOLDER", help="output folder of a sweeps/*.py run (the one that contains sweep.json)")
     parser.add_argument(
         "--tsne-samples", type=int, default=TSNE_SAMPLES, help=f"test images per t-SNE map, stratified (default {TSNE_SAMPLES})"
     )

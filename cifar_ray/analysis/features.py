@@ -1,4 +1,4 @@
-"""What a trained model computes on test images: last-hidden-layer activations, their t-SNE map, conv feature maps.
+"""Activations of a trained model on test images: the last hidden layer, its t-SNE map, and conv feature maps.
 
 Test images are read from the sweep's recorded data source and normalised as
 in training (`DeviceDataset.normalise`: x/255 minus the model's mean image,
@@ -26,8 +26,9 @@ from cifar_ray.data import DATA_ENV, DeviceDataset, prepare_data
 logger = logging.getLogger(__name__)
 
 # scikit-learn recommends reducing dense inputs to about 50 dimensions with PCA
-# before t-SNE. 500 iterations (250 of them early exaggeration) keep a
-# 2,000-point map to seconds on a 2-core CPU; the default 1,000 took about 40 s there.
+# before t-SNE. 500 iterations (250 of them early exaggeration) are half the
+# default 1,000. In one measurement on a busy 2-core CPU, a 2,000-point map took
+# 9 s of CPU time with 500 and 21 s with 1,000.
 PCA_COMPONENTS = 50
 TSNE_ITERATIONS = 500
 EVAL_BATCH_SIZE = 500
@@ -57,8 +58,8 @@ def load_test_images(folder: SweepFolder) -> TestImages:
         fallback = os.environ.get(DATA_ENV)
         if not fallback:
             raise FileNotFoundError(
-                f"the sweep's data source {source!r} (sweep.json data.source) does not exist and ${DATA_ENV} is not set; "
-                f"set {DATA_ENV} to the data set the sweep used"
+                f"the sweep's data source {source!r} (sweep.json data.source) does not exist and ${DATA_ENV} is not set. "
+                f"Set {DATA_ENV} to the data set the sweep used"
             )
         logger.warning("data source %s of the sweep not found; reading the test split from $%s=%s", source, DATA_ENV, fallback)
         source = fallback
@@ -75,8 +76,8 @@ def load_test_images(folder: SweepFolder) -> TestImages:
     bundle = prepare_data(config)
     if folder.class_names and bundle.class_names != folder.class_names:
         raise ValueError(
-            f"the classes read from {source} ({bundle.class_names}) differ from the sweep's ({folder.class_names}); "
-            "the data set changed since the sweep ran"
+            f"the classes read from {source} ({bundle.class_names}) differ from the sweep's ({folder.class_names}). "
+            "The data set has changed since the sweep ran"
         )
     return TestImages(bundle.x_test, bundle.y_test, bundle.class_names, config.image_size, str(source))
 
@@ -90,7 +91,7 @@ def check_model_matches(test: TestImages, metadata: dict) -> None:
 
 
 def stratified_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """Indices of a seeded, class-stratified subset of `count` images (all of them when there are fewer)."""
+    """Return the indices of a seeded, class-stratified subset of `count` images (all of them when there are fewer)."""
     indices = np.arange(len(labels))
     if count >= len(labels):
         return indices
@@ -99,13 +100,13 @@ def stratified_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 
 def first_image_per_class(labels: np.ndarray, class_count: int) -> list[int]:
-    """Index of the first test image of each class; classes without one are left out."""
+    """Return the index of the first test image of each class, leaving out classes without one."""
     return [int(np.flatnonzero(labels == label)[0]) for label in range(class_count) if np.any(labels == label)]
 
 
 @torch.no_grad()
 def last_hidden_activations(model: nn.Module, images: np.ndarray, mean_image: np.ndarray) -> np.ndarray:
-    """`model.forward_features` on the images, as an (N, features) float32 array."""
+    """Run `model.forward_features` on the images and return an (N, features) float32 array."""
     model.eval()
     dataset = DeviceDataset(images, np.zeros(len(images), dtype=np.int64), np.asarray(mean_image, dtype=np.float32), CPU)
     outputs = [model.forward_features(batch).float() for batch, _ in dataset.eval_batches(EVAL_BATCH_SIZE, channels_last=False)]
@@ -113,12 +114,12 @@ def last_hidden_activations(model: nn.Module, images: np.ndarray, mean_image: np
 
 
 def tsne_embedding(activations: np.ndarray, seed: int) -> np.ndarray:
-    """2-D t-SNE map of the activations, after PCA to at most PCA_COMPONENTS dimensions."""
+    """Compute a 2-D t-SNE map of the activations, after PCA to at most PCA_COMPONENTS dimensions."""
     points = activations
     components = min(PCA_COMPONENTS, points.shape[0], points.shape[1])
     if points.shape[1] > components:
         points = PCA(n_components=components, random_state=seed).fit_transform(points)
-    # Perplexity must stay below the number of points; 30 is scikit-learn's default.
+    # Perplexity must stay below the number of points, and 30 is scikit-learn's default.
     perplexity = min(30.0, (len(points) - 1) / 3)
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", max_iter=TSNE_ITERATIONS, random_state=seed)
     return tsne.fit_transform(points)
@@ -161,6 +162,6 @@ def conv_feature_maps(model: nn.Module, images: np.ndarray, mean_image: np.ndarr
 
 
 def strongest_channels(maps: np.ndarray, count: int) -> np.ndarray:
-    """Indices of the `count` channels with the highest mean absolute response over all images and positions."""
+    """Return the indices of the `count` channels with the highest mean absolute response over all images and positions."""
     strength = np.abs(maps).mean(axis=(0, 2, 3))
     return np.argsort(-strength, kind="stable")[:count]

@@ -20,7 +20,7 @@ from cifar_ray import io
 logger = logging.getLogger(__name__)
 
 # Columns of trials.parquet that the analysis reads (written by cifar_ray.tune.results.collect_trials).
-# A folder from a partial or older sweep may lack some; they are added as missing values.
+# A folder from a partial or older sweep may lack some, and those are added as missing values.
 TRIAL_COLUMNS = [
     "stage",
     "trial_id",
@@ -61,7 +61,7 @@ class Skip:
 
 @dataclass
 class Skips:
-    """The running list of skipped outputs; each one is also logged as a warning."""
+    """Skipped outputs in the order they occurred. Each is also logged as a warning."""
 
     items: list[Skip] = field(default_factory=list)
 
@@ -78,13 +78,15 @@ class Skips:
 
 @dataclass
 class FinalModelFiles:
-    """The files a sweep exported for one final trial; a path is None when the file is missing."""
+    """The files a sweep exported for one final trial. A path is None when its file is missing, and *_missing says why."""
 
     trial_id: str
     model: str
     model_path: Path | None
     metrics_path: Path | None
     metrics: dict[str, Any] | None  # contents of <model>-<trial_id>.metrics.json
+    model_missing: str = ""  # why model_path is None
+    metrics_missing: str = ""  # why metrics_path is None
 
     @property
     def name(self) -> str:
@@ -97,7 +99,7 @@ class SweepFolder:
 
     out: Path
     sweep: dict[str, Any]  # sweep.json: script, args, profile, data, resources, versions
-    stages: dict[str, Any]  # stages.json: finished stages; empty when missing
+    stages: dict[str, Any]  # stages.json: the finished stages, empty when the file is missing
     trials: pd.DataFrame  # one row per trial of every stage
     history: pd.DataFrame  # one row per trial per epoch
 
@@ -123,7 +125,7 @@ class SweepFolder:
         return [stage for stage in stages if stage != FINAL_STAGE]
 
     def ray_root(self) -> Path | None:
-        """The local folder holding the Ray experiments, or None when they were stored at a remote URI."""
+        """Return the local folder that contains the Ray experiments, or None when they are stored at a remote URI."""
         storage = self.args.get("storage")
         if not storage:
             return self.out / "ray"
@@ -136,8 +138,8 @@ def load_folder(out: Path, skips: Skips) -> SweepFolder:
     """Read sweep.json, stages.json, trials.parquet and history.parquet from `out`.
 
     Raises FileNotFoundError when `out` has no sweep.json, since without it the
-    folder is not a sweep's output. A missing trials.parquet is rebuilt from the
-    Ray experiments under OUT/ray when they can be read.
+    folder is not a sweep's output. A missing trials.parquet is rebuilt, with
+    the epoch table, from the Ray experiments under OUT/ray when they can be read.
     """
     out = Path(out)
     sweep_file = out / "sweep.json"
@@ -151,16 +153,20 @@ def load_folder(out: Path, skips: Skips) -> SweepFolder:
     folder = SweepFolder(out=out, sweep=sweep, stages=stages, trials=pd.DataFrame(), history=pd.DataFrame())
 
     trials_file = out / "trials.parquet"
+    history_file = out / "history.parquet"
+    ray_history = pd.DataFrame()
     if trials_file.is_file():
         trials = pd.read_parquet(trials_file)
     else:
-        trials = _trials_from_ray(folder, skips)
+        trials, ray_history = _tables_from_ray(folder, skips)
     folder.trials = _with_columns(trials, TRIAL_COLUMNS)
     folder.trials["status"] = folder.trials["status"].fillna("UNKNOWN")
 
-    history_file = out / "history.parquet"
     if history_file.is_file():
         history = pd.read_parquet(history_file)
+    elif len(ray_history):
+        skips.add("history.parquet", f"{history_file} not found; the epoch table was rebuilt from the Ray experiments")
+        history = ray_history
     else:
         skips.add("history.parquet", f"{history_file} not found; learning curves fall back to each model's metrics.json")
         history = pd.DataFrame()
@@ -176,62 +182,61 @@ def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _trials_from_ray(folder: SweepFolder, skips: Skips) -> pd.DataFrame:
-    """Rebuild the trial table from the Ray experiment folders, as the sweep itself builds it."""
+def _tables_from_ray(folder: SweepFolder, skips: Skips) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rebuild the trial and epoch tables from the Ray experiment folders, as the sweep itself builds them."""
+    empty = pd.DataFrame(), pd.DataFrame()
     root = folder.ray_root()
     if root is None or not root.is_dir():
         skips.add("trials.parquet", f"{folder.out / 'trials.parquet'} not found and no Ray experiments under {root}")
-        return pd.DataFrame()
+        return empty
     try:
         from ray.tune import ExperimentAnalysis, ResultGrid
 
         from cifar_ray.tune.results import collect_trials
     except ImportError as error:
         skips.add("trials.parquet", f"{folder.out / 'trials.parquet'} not found and Ray cannot be imported ({error})")
-        return pd.DataFrame()
+        return empty
 
-    frames = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+    # Search stages first and the final stage last, the order the sweep runs them in.
+    stages = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (p.name == FINAL_STAGE, p.name))
+    trial_frames, history_frames = [], []
+    for path in stages:
         stage = path.name
         max_epochs = folder.profile.get("final_epochs" if stage == FINAL_STAGE else "max_epochs", 0)
         try:
             grid = ResultGrid(ExperimentAnalysis(str(path)))
-            trials, _ = collect_trials(grid, stage, int(max_epochs or 0))
+            trials, history = collect_trials(grid, stage, int(max_epochs or 0))
         except Exception as error:  # Ray raises several types for damaged experiment state
             skips.add(f"trials of stage {stage}", f"Ray experiment {path} could not be read ({type(error).__name__}: {error})")
             continue
-        frames.append(trials)
-    if not frames:
+        trial_frames.append(trials)
+        history_frames.append(history)
+    if not trial_frames:
         skips.add("trials.parquet", f"{folder.out / 'trials.parquet'} not found and no Ray experiment under {root} could be read")
-        return pd.DataFrame()
-    logger.warning("trials.parquet not found in %s; rebuilt %d trial rows from the Ray experiments", folder.out, sum(map(len, frames)))
-    return pd.concat(frames, ignore_index=True)
+        return empty
+    skips.add("trials.parquet", f"{folder.out / 'trials.parquet'} not found; the trial table was rebuilt from the Ray experiments under {root}")
+    return pd.concat(trial_frames, ignore_index=True), pd.concat(history_frames, ignore_index=True)
 
 
-def final_model_files(folder: SweepFolder, row: pd.Series, skips: Skips) -> FinalModelFiles:
-    """Locate the model file and metrics.json of one final trial, recording what is missing."""
+def final_model_files(folder: SweepFolder, row: pd.Series) -> FinalModelFiles:
+    """Locate the model file and metrics.json of one final trial, with the reason for any that is missing."""
     trial_id = str(row["trial_id"])
     model = str(row["model"])
-    name = f"{model}-{trial_id}"
     recorded = row.get("model_file")
     if isinstance(recorded, str) and recorded:
         model_path = folder.out / recorded
     else:
-        model_path = folder.out / "models" / f"{name}.pt"
+        model_path = folder.out / "models" / f"{model}-{trial_id}.pt"
     metrics_path = model_path.with_suffix(".metrics.json")
+    files = FinalModelFiles(trial_id=trial_id, model=model, model_path=model_path, metrics_path=metrics_path, metrics=None)
 
-    if row["status"] == "ERROR":
-        reason = f"the trial failed ({row.get('error') or 'no error message recorded'})"
-    else:
-        reason = None
-
-    metrics = None
+    failed = f"the trial failed ({row.get('error') or 'no error message recorded'})" if row["status"] == "ERROR" else ""
     if metrics_path.is_file():
-        metrics = io.read_json(metrics_path)
+        files.metrics = io.read_json(metrics_path)
     else:
-        skips.add(f"{name}: metrics.json", reason or f"{metrics_path} not found")
-        metrics_path = None
+        files.metrics_path = None
+        files.metrics_missing = failed or f"{metrics_path} not found"
     if not model_path.is_file():
-        skips.add(f"{name}: model file", reason or f"{model_path} not found")
-        model_path = None
-    return FinalModelFiles(trial_id=trial_id, model=model, model_path=model_path, metrics_path=metrics_path, metrics=metrics)
+        files.model_path = None
+        files.model_missing = failed or f"{model_path} not found"
+    return files

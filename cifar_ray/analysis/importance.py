@@ -25,10 +25,10 @@ from sklearn.preprocessing import OrdinalEncoder
 logger = logging.getLogger(__name__)
 
 TARGET = "best_val_accuracy"
-# Below this many trials the forest has nothing to split on.
+# Fewer trials than this leave too few points to fit a forest and shuffle its columns.
 MIN_TRIALS = 4
-# NOTE: a judgement, not a measured threshold: with fewer trials than this the
-# ranking changes from one search to the next and is reported as indicative only.
+# NOTE: this is a judgement, not a measured threshold. With fewer trials the
+# ranking can change from one search to the next, so it is reported as indicative only.
 RELIABLE_TRIALS = 20
 # Config keys that are bookkeeping or fixed by the sweep, not searched.
 NOT_SEARCHED = {"seed", "epochs", "batch_size", "patience", "final", "search_trial_id", "search_val_accuracy", "time_limit_s"}
@@ -46,7 +46,7 @@ class Importance:
 
 
 def searched_columns(trials: pd.DataFrame) -> list[str]:
-    """The config/* columns whose value varies between the trials."""
+    """Return the config/* columns whose value varies between the trials."""
     columns = []
     for column in trials.columns:
         if not column.startswith("config/") or column.removeprefix("config/") in NOT_SEARCHED:
@@ -57,7 +57,7 @@ def searched_columns(trials: pd.DataFrame) -> list[str]:
 
 
 def hyperparameter_importance(trials: pd.DataFrame, stage: str, seed: int = 0) -> Importance | str:
-    """Fit the forest on one stage's trials; return the importances, or the reason they cannot be computed."""
+    """Fit the forest on one stage's trials. Return the importances, or the reason they cannot be computed."""
     usable = trials[trials[TARGET].notna()]
     columns = searched_columns(usable)
     if len(usable) < MIN_TRIALS:
@@ -88,7 +88,7 @@ def hyperparameter_importance(trials: pd.DataFrame, stage: str, seed: int = 0) -
     )
     target = usable[TARGET].astype(float).to_numpy()
     with warnings.catch_warnings():
-        # With a handful of trials some never fall out of bag; scikit-learn warns and the OOB score is rough.
+        # With a handful of trials some never fall out of bag, so scikit-learn warns and the OOB score is rough.
         warnings.simplefilter("ignore", UserWarning)
         model.fit(features, target)
     permutation = permutation_importance(model, features, target, n_repeats=20, random_state=seed)

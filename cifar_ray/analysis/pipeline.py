@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 
 from cifar_ray import io
-from cifar_ray.analysis import plots
+from cifar_ray.analysis import features, plots
 from cifar_ray.analysis.folder import FinalModelFiles, Skips, SweepFolder, final_model_files, load_folder
 from cifar_ray.analysis.importance import Importance, hyperparameter_importance, searched_columns
 from cifar_ray.analysis.ray_check import RayCheck, check_stages, checks_frame
+from cifar_ray.analysis.report import write_report
 from cifar_ray.analysis.tables import (
     SUMMARY_COLUMNS,
     TRIALS_COLUMNS,
@@ -30,11 +31,11 @@ from cifar_ray.analysis.tables import (
     asha_rungs,
     class_f1_table,
     classification_report_frame,
-    confused_pairs,
     markdown_table,
     summary_table,
     trials_table,
 )
+from cifar_ray.checkpoint import load_model
 from cifar_ray.reference import STUDY_RESULTS
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,6 @@ class Analysis:
     ray_checks: list[RayCheck]
     tsne_samples: int
     seed: int
-    test_images: int | None  # size of the test split read for t-SNE, when it was read
     figures: dict[str, Path] = field(default_factory=dict)  # sweep-wide: "accuracy_vs_cost"
     tables: list[Path] = field(default_factory=list)
 
@@ -91,11 +91,11 @@ class Analysis:
 def analyse_sweep(out: Path, tsne_samples: int = TSNE_SAMPLES, seed: int = 0, embeddings: bool = True) -> dict[str, Any]:
     """Write OUT/analysis/ (tables and figures) and OUT/REPORT.md for the sweep output folder `out`.
 
-    `tsne_samples` test images go into each t-SNE map; `embeddings=False` skips
-    the t-SNE maps and feature maps, the only outputs that need the model files
-    and the data set. OUT/analysis/ is rebuilt from scratch, so no output of an
-    earlier run survives next to the new ones. Returns the paths written, the
-    skipped outputs with their reasons and the Ray check's outcome.
+    `tsne_samples` test images go into each t-SNE map. `embeddings=False` skips
+    the t-SNE maps and feature maps, which are the only outputs that need the
+    model files and the data set. OUT/analysis/ is rebuilt from scratch, so no
+    output of an earlier run survives next to the new ones. Returns the paths
+    written, the skipped outputs with their reasons and the Ray check's outcome.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -109,7 +109,7 @@ def analyse_sweep(out: Path, tsne_samples: int = TSNE_SAMPLES, seed: int = 0, em
 
     # Tables of the final models and of every trial.
     final = folder.final
-    models = [ModelAnalysis(final_model_files(folder, row, skips), row) for _, row in final.iterrows()]
+    models = [ModelAnalysis(final_model_files(folder, row), row) for _, row in final.iterrows()]
     summary = summary_table(final, {m.files.trial_id: m.files.metrics for m in models})
     trials = trials_table(folder.trials)
     analysis = Analysis(
@@ -119,13 +119,14 @@ def analyse_sweep(out: Path, tsne_samples: int = TSNE_SAMPLES, seed: int = 0, em
         trials=trials,
         models=models,
         stages=[],
-        steps=architecture_steps(folder.trials),
+        steps=_attempt("architecture steps", skips, lambda: architecture_steps(folder.trials)),
         class_f1=pd.DataFrame(),
         ray_checks=[],
         tsne_samples=tsne_samples,
         seed=seed,
-        test_images=None,
     )
+    if analysis.steps is None:
+        analysis.steps = pd.DataFrame()
     _write_tables(analysis, target)
 
     # Per final model: report, confusion matrix, learning curves, then the data-dependent pictures.
@@ -148,11 +149,9 @@ def analyse_sweep(out: Path, tsne_samples: int = TSNE_SAMPLES, seed: int = 0, em
         io.write_csv(target / "ray_check.csv", checks_frame(analysis.ray_checks))
         analysis.tables.append(target / "ray_check.csv")
 
-    from cifar_ray.analysis.report import write_report
-
     report_path = write_report(analysis, out / REPORT_FILE)
     seconds = time.perf_counter() - started
-    logger.info("analysis of %s finished in %.1f s; %d output(s) skipped; report: %s", out, seconds, len(skips), report_path)
+    logger.info("analysis of %s finished in %.1f s with %d output(s) skipped, report %s", out, seconds, len(skips), report_path)
     return {
         "report": report_path,
         "tables": analysis.tables,
@@ -164,13 +163,17 @@ def analyse_sweep(out: Path, tsne_samples: int = TSNE_SAMPLES, seed: int = 0, em
 
 
 def _attempt(item: str, skips: Skips, produce: Callable[[], Result]) -> Result | None:
-    """Run one output's producer; on any failure record the output as skipped and go on with the next."""
+    """Run one output's producer. On any failure, record the output as skipped and go on with the next."""
     try:
         return produce()
-    except Exception as error:  # one broken output must not cost the others; the reason goes into the report
+    except (FileNotFoundError, ValueError) as error:
+        # Missing files and mismatched data: the message names the value and the fix, so no traceback.
+        logger.debug("could not produce %s", item, exc_info=True)
+        skips.add(item, str(error))
+    except Exception as error:  # one broken output must not cost the others, and the reason goes into the report
         logger.exception("could not produce %s", item)
         skips.add(item, f"{type(error).__name__}: {error}")
-        return None
+    return None
 
 
 def _figure(
@@ -212,6 +215,7 @@ def _write_tables(analysis: Analysis, target: Path) -> None:
     # Several seeds per configuration: the sweep's own mean and spread over seeds.
     final = analysis.folder.final
     if len(final) and final.groupby("architecture")["trial_id"].count().max() > 1:
+        # Imported here because cifar_ray.tune.results imports Ray, which takes seconds.
         from cifar_ray.tune.results import summarise_final
 
         io.write_csv(target / "summary_by_configuration.csv", summarise_final(final))
@@ -219,7 +223,7 @@ def _write_tables(analysis: Analysis, target: Path) -> None:
 
 
 def _analyse_model_results(analysis: Analysis, model: ModelAnalysis, target: Path) -> None:
-    """Classification report, confusion matrix and learning curves, from metrics.json and history.parquet."""
+    """Write the classification report, confusion matrix and learning curves, from metrics.json and history.parquet."""
     skips, files = analysis.skips, model.files
     metrics = files.metrics or {}
     class_names = list(metrics.get("class_names") or analysis.folder.class_names)
@@ -240,7 +244,7 @@ def _analyse_model_results(analysis: Analysis, model: ModelAnalysis, target: Pat
             target / "confusion_matrix.png",
         )
     else:
-        skips.add(f"{files.name}: classification report and confusion matrix", "no confusion matrix: metrics.json is missing")
+        skips.add(f"{files.name}: classification report and confusion matrix", files.metrics_missing or "metrics.json has no confusion matrix")
 
     history = analysis.folder.history
     epochs = history[(history["stage"] == "final") & (history["trial_id"] == files.trial_id)].sort_values("epoch")
@@ -270,10 +274,10 @@ def _write_class_tables(analysis: Analysis, target: Path) -> None:
 
 
 def _analyse_model_internals(analysis: Analysis, target: Path) -> None:
-    """t-SNE of the last hidden layer and conv feature maps, for every final model whose file exists."""
-    from cifar_ray.analysis import features
-    from cifar_ray.checkpoint import load_model
-
+    """Draw the t-SNE map of the last hidden layer and the conv feature maps of every final model whose file exists."""
+    for model in analysis.models:
+        if model.files.model_path is None:
+            analysis.skips.add(f"{model.files.name}: t-SNE map and feature maps", model.files.model_missing)
     with_files = [model for model in analysis.models if model.files.model_path is not None]
     if not with_files:
         return
@@ -282,7 +286,6 @@ def _analyse_model_internals(analysis: Analysis, target: Path) -> None:
         for model in with_files:
             analysis.skips.add(f"{model.files.name}: t-SNE map and feature maps", "the test images could not be read (see above)")
         return
-    analysis.test_images = len(test.labels)
     subset = features.stratified_subset(test.labels, analysis.tsne_samples, analysis.seed)
     per_class = features.first_image_per_class(test.labels, len(test.class_names))
 
@@ -354,7 +357,7 @@ def _accuracy_vs_cost(analysis: Analysis, target: Path) -> None:
 
 
 def _analyse_stage(analysis: Analysis, stage: str, target: Path) -> StageAnalysis:
-    """Budget picture, parallel coordinates and hyperparameter importance of one search stage."""
+    """Draw the budget picture, parallel coordinates and hyperparameter importance of one search stage."""
     folder, skips = analysis.folder, analysis.skips
     trials = folder.trials[folder.trials["stage"] == stage]
     history = folder.history[folder.history["stage"] == stage]
@@ -363,7 +366,7 @@ def _analyse_stage(analysis: Analysis, stage: str, target: Path) -> StageAnalysi
     max_t = int(profile.get("max_epochs") or trials["epochs"].max() or 1)
     scheduler = str(args.get("scheduler") or "asha")
 
-    # ASHA compares trials at fixed rungs; HyperBand's brackets each have their own, so only max_t is drawn.
+    # ASHA compares trials at fixed rungs. HyperBand's brackets each have their own, so only max_t is drawn for it.
     rungs = asha_rungs(int(profile.get("grace_period") or 1), int(profile.get("reduction_factor") or 2), max_t) if scheduler == "asha" else []
     _figure(
         result.figures,

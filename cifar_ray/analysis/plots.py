@@ -18,7 +18,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from cifar_ray import io
@@ -50,7 +50,7 @@ def save_figure(figure: Figure, path: Path) -> Path:
 
 
 def confusion_matrix_figure(confusion: np.ndarray, class_names: list[str], title: str) -> Figure:
-    """Heat map of the confusion matrix, each row divided by its true-class count (so the diagonal is recall)."""
+    """Draw the confusion matrix as a heat map, each row divided by its true-class count (so the diagonal is recall)."""
     confusion = np.asarray(confusion, dtype=float)
     totals = confusion.sum(axis=1, keepdims=True)
     shares = np.divide(confusion, totals, out=np.zeros_like(confusion), where=totals > 0)
@@ -64,15 +64,20 @@ def confusion_matrix_figure(confusion: np.ndarray, class_names: list[str], title
 
 
 def learning_curves_figure(history: pd.DataFrame, title: str, best_epoch: float | None) -> Figure:
-    """Train and validation accuracy and loss per epoch."""
+    """Plot train and validation accuracy and loss per epoch."""
     figure = new_figure(11, 4.5)
     accuracy_axes, loss_axes = figure.subplots(1, 2)
     epochs = history["epoch"]
+    # A diverged epoch reports a placeholder loss (cifar_ray.engine.DIVERGED_LOSS) that would flatten the curve.
+    diverged = history["diverged"].fillna(False).astype(bool) if "diverged" in history else pd.Series(False, index=history.index)
     for axes, metric, label in ((accuracy_axes, "accuracy", "accuracy"), (loss_axes, "loss", "cross-entropy loss")):
-        axes.plot(epochs, history[f"train_{metric}"], marker="o", label=f"train {metric}")
-        axes.plot(epochs, history[f"val_{metric}"], marker="s", label=f"validation {metric}")
+        for split, marker, name in (("train", "o", "train"), ("val", "s", "validation")):
+            values = history[f"{split}_{metric}"].where(~diverged)
+            axes.plot(epochs, values, marker=marker, label=f"{name} {metric}")
         if best_epoch is not None and not math.isnan(best_epoch):
             axes.axvline(best_epoch, color="gray", linestyle=":", label=f"best validation epoch ({int(best_epoch)})")
+        if diverged.any():
+            axes.axvline(epochs[diverged].min(), color="tab:red", linestyle="--", label=f"diverged (epoch {int(epochs[diverged].min())})")
         axes.set_xlabel("epoch")
         axes.set_ylabel(label)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -85,7 +90,7 @@ def learning_curves_figure(history: pd.DataFrame, title: str, best_epoch: float 
 
 
 def tsne_figure(embedding: np.ndarray, labels: np.ndarray, class_names: list[str], title: str) -> Figure:
-    """The t-SNE map, one colour per class."""
+    """Scatter the t-SNE map, one colour per class."""
     figure = new_figure(9, 7)
     axes = figure.add_subplot()
     palette = colormaps["tab10" if len(class_names) <= 10 else "tab20"]
@@ -105,7 +110,7 @@ def tsne_figure(embedding: np.ndarray, labels: np.ndarray, class_names: list[str
 def feature_maps_figure(
     images: np.ndarray, labels: np.ndarray, class_names: list[str], maps: FeatureMaps, title: str
 ) -> Figure:
-    """One row per test image: the image, then the strongest channels of the first and of the last conv layer."""
+    """Show one row per test image: the image, then the strongest channels of the first and of the last conv layer."""
     first_channels = strongest_channels(maps.first, FEATURE_MAP_CHANNELS)
     last_channels = strongest_channels(maps.last, FEATURE_MAP_CHANNELS)
     columns = 1 + len(first_channels) + len(last_channels)
@@ -138,10 +143,10 @@ def feature_maps_figure(
 
 
 def accuracy_vs_cost_figure(summary: pd.DataFrame, study: pd.DataFrame, title: str) -> Figure:
-    """Test accuracy against training time and against parameter count, with our Pareto front marked.
+    """Plot test accuracy against training time and against parameter count, with our Pareto front marked.
 
     `summary` has one row per tested final trial (model, train_time_s, params,
-    test_accuracy); `study` has the study's rows (key, train_time_s, params, test_accuracy).
+    test_accuracy), and `study` has the study's rows (key, train_time_s, params, test_accuracy).
     """
     figure = new_figure(13, 5.5)
     panels = figure.subplots(1, 2, sharey=True)
@@ -164,6 +169,8 @@ def accuracy_vs_cost_figure(summary: pd.DataFrame, study: pd.DataFrame, title: s
             for _, row in study.iterrows():
                 axes.annotate(row["key"], (row[cost], row["test_accuracy"]), textcoords="offset points", xytext=(5, -10), fontsize=7, color="gray")
         axes.set_xscale("log")
+        # Minor-tick labels of a log axis spanning a few decades overlap each other.
+        axes.xaxis.set_minor_formatter(NullFormatter())
         axes.set_xlabel(label)
         axes.grid(alpha=0.3, which="both")
     panels[0].set_ylabel("test accuracy")
@@ -173,11 +180,11 @@ def accuracy_vs_cost_figure(summary: pd.DataFrame, study: pd.DataFrame, title: s
 
 
 def parallel_coordinates_figure(trials: pd.DataFrame, columns: list[str], title: str) -> Figure:
-    """One line per trial across its hyperparameters, ending at its best validation accuracy and coloured by it.
+    """Draw one line per trial across its hyperparameters, ending at its best validation accuracy and coloured by it.
 
-    Each axis is scaled to the range of its column; a positive column spanning
-    more than two decades (learning rate, L2) is drawn on a log scale. Trials
-    without a validation accuracy (errors) are grey and dashed.
+    Each axis is scaled to the range of its column. A positive column that
+    spans more than two decades (learning rate, L2) is drawn on a log scale.
+    Trials without a validation accuracy (errors) are grey and dashed.
     """
     axes_columns = columns + ["best_val_accuracy"]
     scaled = pd.DataFrame(index=trials.index)
@@ -215,7 +222,7 @@ def parallel_coordinates_figure(trials: pd.DataFrame, columns: list[str], title:
     for position, labels in zip(positions, tick_labels):
         axes.axvline(position, color="black", linewidth=0.8)
         for height, text in labels:
-            axes.text(position + 0.04, height, text, fontsize=7, va="center")
+            axes.text(position + 0.04, height, text, fontsize=7, va="center", bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
     axes.set_xticks(positions)
     axes.set_xticklabels([c.removeprefix("config/") for c in axes_columns], rotation=30, ha="right")
     axes.set_yticks([])
@@ -228,7 +235,7 @@ def parallel_coordinates_figure(trials: pd.DataFrame, columns: list[str], title:
 
 
 def budget_figure(trials: pd.DataFrame, history: pd.DataFrame, rungs: list[int], max_t: int, scheduler: str, title: str) -> Figure:
-    """The scheduler's budget: validation accuracy per epoch of every trial, and the epochs each one ran."""
+    """Picture the scheduler's budget: validation accuracy per epoch of every trial, and the epochs each one ran."""
     figure = new_figure(13, max(4.5, 0.3 * len(trials) + 2))
     curves, bars = figure.subplots(1, 2, width_ratios=[3, 2])
     for _, trial in trials.iterrows():
@@ -273,7 +280,7 @@ def budget_figure(trials: pd.DataFrame, history: pd.DataFrame, rungs: list[int],
 
 
 def importance_figure(importance: Importance, title: str) -> Figure:
-    """Permutation importance (with its spread over repeats) beside the forest's impurity importance."""
+    """Plot permutation importance (with its spread over repeats) beside the forest's impurity importance."""
     frame = importance.frame.iloc[::-1]
     figure = new_figure(12, max(3.5, 0.45 * len(frame) + 2))
     permutation, impurity = figure.subplots(1, 2, sharey=True)

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 METRIC = "val_accuracy"
 MODE = "max"
 SCOPE = "all"
-# Ray reports float32 metrics; the table may hold the same value rounded differently.
+# Ray reports float32 metrics, so the table may contain the same value rounded differently.
 TOLERANCE = 1e-6
 
 

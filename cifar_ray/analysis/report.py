@@ -11,7 +11,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -26,6 +26,7 @@ from cifar_ray.analysis.tables import (
     format_duration,
     format_float,
     format_int,
+    format_number,
     format_signed,
     format_text,
     is_missing,
@@ -34,6 +35,9 @@ from cifar_ray.analysis.tables import (
     pareto_front,
     status_counts,
 )
+
+if TYPE_CHECKING:
+    from cifar_ray.analysis.pipeline import Analysis, ModelAnalysis, StageAnalysis
 
 # Figures of one final model, in the order the report shows them.
 MODEL_FIGURES = {
@@ -49,8 +53,8 @@ STAGE_FIGURES = {
 }
 
 
-def write_report(analysis: Any, path: Path) -> Path:
-    """Write REPORT.md for an `Analysis` (see cifar_ray.analysis.pipeline) to `path`."""
+def write_report(analysis: Analysis, path: Path) -> Path:
+    """Write REPORT.md for an `Analysis` to `path`."""
     report = _Report(analysis, path.parent)
     sections = [
         report.header(),
@@ -68,7 +72,7 @@ def write_report(analysis: Any, path: Path) -> Path:
 
 
 class _Report:
-    def __init__(self, analysis: Any, root: Path):
+    def __init__(self, analysis: Analysis, root: Path):
         self.analysis = analysis
         self.folder = analysis.folder
         self.root = root
@@ -100,21 +104,23 @@ class _Report:
         lines = [
             f"# Sweep analysis: {sweep.get('script', 'sweep')}",
             "",
-            f"Written {time.strftime('%Y-%m-%d %H:%M')} by `python analysis/analyse.py {self.root}` from the files in this "
-            "folder: sweep.json, trials.parquet, history.parquet and the models' files under models/. "
+            f"Written {time.strftime('%Y-%m-%d %H:%M')} by cifar_ray.analysis from the files in this folder: sweep.json, "
+            "trials.parquet, history.parquet and the models' files under models/. Rerun with "
+            f"`python analysis/analyse.py {self.root}`. "
             "Tables and figures are under [analysis/](analysis/).",
             "",
             f"- Script `{sweep.get('script')}`, profile `{profile.get('name')}`, scheduler `{args.get('scheduler')}`, "
             f"seed {args.get('seed')}, started {sweep.get('started_at', 'at an unrecorded time')}.",
-            f"- Data: `{data.get('source')}` ({data.get('kind')}), {len(self.folder.class_names)} classes; "
+            f"- Data: `{data.get('source') or 'source not recorded'}` ({data.get('kind') or 'kind not recorded'}), "
+            f"{len(self.folder.class_names)} classes; "
             f"final retrains: {format_int(counts.get('train'))} training, {format_int(counts.get('val'))} validation and "
             f"{format_int(counts.get('test'))} test images; search trials: "
             f"{format_int(profile.get('search_subset')) if profile.get('search_subset') else 'all'} training images.",
             f"- Budget: {profile.get('num_samples')} trials per searched family, up to {profile.get('max_epochs')} epochs "
             f"(grace period {profile.get('grace_period')}, reduction factor {profile.get('reduction_factor')}); "
-            f"top {profile.get('top_k')} retrained for up to {profile.get('final_epochs')} epochs "
-            f"(patience {profile.get('final_patience')}) with {profile.get('seeds')} seed(s); width scale {profile.get('width_scale')}.",
-            f"- Machine: {resources.get('total_cpus', '?'):g} CPUs and {resources.get('total_gpus', 0):g} GPUs on "
+            f"top {profile.get('top_k')} retrained for up to {format_count(profile.get('final_epochs'), 'epoch')} "
+            f"(patience {profile.get('final_patience')}) with {format_count(profile.get('seeds'), 'seed')}; width scale {profile.get('width_scale')}.",
+            f"- Machine: {format_number(resources.get('total_cpus'))} CPUs and {format_number(resources.get('total_gpus'))} GPUs on "
             f"{resources.get('nodes', '?')} node(s), {resources.get('cpu', '?')} CPU and {resources.get('gpu', 0)} GPU per trial, "
             f"up to {resources.get('concurrency', '?')} trials at once. "
             + ", ".join(f"{name} {version}" for name, version in versions.items())
@@ -132,7 +138,7 @@ class _Report:
         lines.append(
             f"Highest test accuracy: **{best['model']}** (trial {best['trial_id']}), {best['test_accuracy']:.4f}, "
             f"with {format_int(best['params'])} parameters after {format_duration(best['train_time_s'])} of training "
-            f"({format_int(best['epochs'])} epochs). Architecture: `{best['architecture']}`."
+            f"({format_count(best['epochs'], 'epoch')}). Architecture: `{best['architecture']}`."
         )
         front = tested[pareto_front(tested["train_time_s"].astype(float), tested["test_accuracy"].astype(float))]
         front = front.sort_values("train_time_s")
@@ -162,7 +168,7 @@ class _Report:
         if (resources.get("concurrency") or 1) > 1:
             lines.append(
                 f"Training times were measured with up to {resources['concurrency']} trials sharing "
-                f"{resources.get('total_cpus', '?'):g} CPUs and {resources.get('total_gpus', 0):g} GPUs, so they compare "
+                f"{format_number(resources.get('total_cpus'))} CPUs and {format_number(resources.get('total_gpus'))} GPUs, so they compare "
                 "models within this sweep, not on other hardware."
             )
         return "\n".join(lines)
@@ -177,8 +183,8 @@ class _Report:
             "No final model was tested (the sweep has no finished final stage), so no test accuracy is available. "
             f"The best search trial so far is **{top['model']}** (trial {top['trial_id']}, `{top['architecture']}`) with "
             f"a best validation accuracy of {top['best_val_accuracy']:.4f} at epoch {format_int(top['best_epoch'])}. "
-            f"That is a search figure ({format_int(self.profile.get('search_subset')) if self.profile.get('search_subset') else 'all'} "
-            "training images, early-stopped by the scheduler), not a test result."
+            f"That is a search figure (on {format_int(self.profile.get('search_subset')) if self.profile.get('search_subset') else 'all'} "
+            f"training images, at most {self.profile.get('max_epochs')} epochs), not a test result."
         )
 
     def _against_best(self, row: pd.Series, best: pd.Series) -> str:
@@ -255,7 +261,7 @@ class _Report:
         hardest = ", ".join(f"{name} ({value:.2f})" for name, value in class_f1["mean"].head(3).items())
         easiest = ", ".join(f"{name} ({value:.2f})" for name, value in class_f1["mean"].iloc[::-1].head(3).items())
         lines += [
-            f"F1 score per class on the test set, averaged over {len(models)} final model(s): hardest {hardest}; easiest {easiest}.",
+            f"F1 score per class on the test set, averaged over {format_count(len(models), 'final model')}: hardest {hardest}; easiest {easiest}.",
             "",
             markdown_table(class_f1, {c: (c, format_float(3)) for c in class_f1.columns}, index="class"),
         ]
@@ -281,7 +287,7 @@ class _Report:
             ]
         return "\n".join(lines)
 
-    def _best_model_with_confusion(self) -> Any:
+    def _best_model_with_confusion(self) -> ModelAnalysis | None:
         candidates = [m for m in self.analysis.models if m.confusion is not None and pd.notna(m.row.get("test_accuracy"))]
         return max(candidates, key=lambda m: float(m.row["test_accuracy"]), default=None)
 
@@ -356,7 +362,12 @@ class _Report:
 
         final = self.folder.final
         ran = final["epochs"].dropna()
-        epochs_text = f"ran {int(ran.min())}–{int(ran.max())} epochs" if len(ran) else "have no epoch count"
+        if ran.empty:
+            epochs_text = "have no epoch count"
+        elif ran.min() == ran.max():
+            epochs_text = f"ran {int(ran.min())} epochs"
+        else:
+            epochs_text = f"ran {int(ran.min())}–{int(ran.max())} epochs"
         limit = profile.get("final_time_limit_s")
         reasons.append(
             f"Training length: final retrains {epochs_text}, limited to {profile.get('final_epochs')} epochs "
@@ -366,6 +377,14 @@ class _Report:
             "most for the regularised and deeper models, which learn more slowly."
         )
 
+        if "config/augment" in final and final["config/augment"].fillna(False).astype(bool).any():
+            augmented = int(final["config/augment"].fillna(False).astype(bool).sum())
+            reasons.append(
+                f"Augmentation: {augmented} of {len(final)} final retrains used random crops and flips, which the study "
+                "did not use. Augmented images are harder to fit, so in short trainings augmentation can cost accuracy "
+                "that it repays over more epochs."
+            )
+
         resources = self.sweep.get("resources") or {}
         matched = self.tested[self.tested["study_train_time_s"].notna()] if len(self.tested) else self.tested
         time_text = ""
@@ -373,12 +392,12 @@ class _Report:
             ratios = matched["train_time_s"] / matched["study_train_time_s"]
             time_text = f"; our training times are {ratios.min():.3g}–{ratios.max():.3g} times the study's"
         reasons.append(
-            f"Hardware: {resources.get('total_cpus', '?'):g} CPUs and {resources.get('total_gpus', 0):g} GPUs with up to "
+            f"Hardware: {format_number(resources.get('total_cpus'))} CPUs and {format_number(resources.get('total_gpus'))} GPUs with up to "
             f"{resources.get('concurrency', '?')} trials at once, against the study's single GPU{time_text}. "
             "Times reflect network size, data and hardware together, so compare them within one sweep."
         )
         reasons.append(
-            f"Batch size {profile.get('batch_size')} and {profile.get('seeds')} seed(s) per configuration; the study reports one run per model."
+            f"Batch size {profile.get('batch_size')} and {format_count(profile.get('seeds'), 'seed')} per configuration; the study reports one run per model."
         )
         return reasons
 
@@ -392,7 +411,7 @@ class _Report:
                 f"### {model.files.name}",
                 "",
                 f"`{row['architecture']}`. Status {row['status']}, {format_int(row['params'])} parameters, "
-                f"{format_int(row['epochs'])} epochs in {format_duration(row['train_time_s'])}, test accuracy "
+                f"{format_count(row['epochs'], 'epoch')} in {format_duration(row['train_time_s'])}, test accuracy "
                 f"{format_float(4)(row['test_accuracy'])}.",
                 "",
             ]
@@ -414,8 +433,8 @@ class _Report:
             else:
                 lines += ["*Classification report: not produced, see [Skipped](#skipped).*", ""]
             for key, title in MODEL_FIGURES.items():
-                if key == "feature_maps" and str(row.get("family")) not in ("cnn", "resnet"):
-                    continue
+                if key == "feature_maps" and str(row.get("family")) == "fcnn":
+                    continue  # a fully connected net has no conv layers
                 lines += [self.image(model.figures.get(key), f"{title}, {model.files.name}"), ""]
         return "\n".join(lines)
 
@@ -426,8 +445,9 @@ class _Report:
             return "\n".join(lines + ["No trial table (trials.parquet) could be read."])
         counts = status_counts(trials)
         lines += [
-            "Trials per stage and status. STOPPED: ended by the scheduler before max_t; ERROR: the trial raised; "
-            "DIVERGED: the loss became NaN or infinite.",
+            "Trials per stage and status. TERMINATED: the trial ended itself (max_t, early stopping or its time limit); "
+            "STOPPED: the scheduler or the stage's time budget ended it; ERROR: the trial raised an exception; "
+            "DIVERGED: its loss became NaN or infinite.",
             "",
             markdown_table(counts, {c: (c, format_int) for c in counts.columns}, index="stage"),
         ]
@@ -437,7 +457,10 @@ class _Report:
             stopped = int((stage_trials["status"] == "STOPPED").sum())
             full = int((stage_trials["epochs"] >= (self.profile.get("max_epochs") or 0)).sum())
             lines += ["", f"### {stage.stage}", ""]
-            budget = f"{stage.trials} trials: {full} reached max_t ({self.profile.get('max_epochs')} epochs) and {stopped} were stopped by {scheduler}"
+            stopper = scheduler if not self.profile.get("search_time_budget_s") else (
+                f"{scheduler} or the stage's {format_duration(self.profile['search_time_budget_s'])} time budget"
+            )
+            budget = f"{stage.trials} trials: {full} reached max_t ({self.profile.get('max_epochs')} epochs), {stopped} stopped early by {stopper}"
             if scheduler == "asha":
                 rungs = asha_rungs(int(self.profile.get("grace_period") or 1), int(self.profile.get("reduction_factor") or 2), int(self.profile.get("max_epochs") or 1))
                 budget += f", which compares trials at epochs {', '.join(map(str, rungs))}"
@@ -445,12 +468,14 @@ class _Report:
             budget += f". They ran {epochs_run} epochs in all, against {stage.trials * int(self.profile.get('max_epochs') or 0)} without early stopping."
             lines += [budget, ""]
             for key, title in STAGE_FIGURES.items():
+                if key == "importance" and stage.importance is None:
+                    continue  # the importance text below gives the reason
                 lines += [self.image(stage.figures.get(key), f"{title}, {stage.stage}"), ""]
             lines.append(self._importance_text(stage))
         lines += ["", "### Every trial", "", markdown_table(self.analysis.trials, TRIALS_COLUMNS)]
         return "\n".join(lines)
 
-    def _importance_text(self, stage: Any) -> str:
+    def _importance_text(self, stage: StageAnalysis) -> str:
         importance = stage.importance
         if importance is None:
             return f"Hyperparameter importance not computed: {stage.importance_note or 'see Skipped'}."
@@ -495,14 +520,21 @@ class _Report:
         skips = list(self.analysis.skips)
         if not skips:
             return "\n".join(lines + ["Nothing was skipped."])
-        lines.append("Outputs this analysis could not produce, and why:")
+        lines.append("Missing inputs and the outputs this analysis could not produce, with the reason:")
         lines.append("")
         lines += [f"- **{format_text(skip.item)}**: {format_text(skip.reason)}" for skip in skips]
         return "\n".join(lines)
 
 
+def format_count(number: Any, noun: str) -> str:
+    """Format a count with its noun, e.g. `3 epochs` or `1 epoch`. A missing number prints as an en dash."""
+    if is_missing(number):
+        return f"– {noun}s"
+    return f"{int(number):,} {noun}" + ("" if int(number) == 1 else "s")
+
+
 def _image_file_type(source: str | None) -> str | None:
-    """Extension of the first file found under the data folder, e.g. ".jpg"; None when it cannot be read."""
+    """Return the extension of the first file found under the data folder, e.g. ".jpg", or None when it cannot be read."""
     if not source or not Path(source).is_dir():
         return None
     for _folder, _subfolders, files in os.walk(source):

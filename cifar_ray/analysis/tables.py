@@ -1,7 +1,7 @@
 """The analysis tables: final models beside the study, every trial with its status, and derived comparisons.
 
 Every value is copied or computed from trials.parquet and the models'
-metrics.json files; the study's figures come from cifar_ray.reference.
+metrics.json files, and the study's figures come from cifar_ray.reference.
 Validation accuracy always names its epoch: `last_val_accuracy` is the last
 epoch's (the weights that were tested, unless a run restored its best epoch)
 and `best_val_accuracy` the best epoch's, which Ray ranks trials by.
@@ -60,7 +60,7 @@ def describe_setup(row: pd.Series) -> str:
 
 
 def study_columns(row: pd.Series) -> dict[str, Any]:
-    """The study's figures for the same model and training setup, or missing values when it has none."""
+    """Return the study's figures for the same model and training setup, or missing values when it has none."""
     optimizer, early_stopping, _ = training_setup(row)
     study = study_result(str(row["model"]), optimizer, early_stopping) if not is_missing(row.get("model")) else None
     return {
@@ -73,7 +73,7 @@ def study_columns(row: pd.Series) -> dict[str, Any]:
 
 
 def status_text(row: pd.Series) -> str:
-    """Status with the reason it stopped, e.g. `STOPPED (scheduler)` or `ERROR: <message>`."""
+    """Return the status with the reason the trial stopped, e.g. `STOPPED (scheduler)` or `ERROR: <message>`."""
     status = str(row["status"])
     if status == "ERROR":
         error = row.get("error")
@@ -83,10 +83,10 @@ def status_text(row: pd.Series) -> str:
 
 
 def summary_table(final: pd.DataFrame, metrics_by_trial: dict[str, dict[str, Any] | None]) -> pd.DataFrame:
-    """One row per final trial, failed ones included, with the study's figures beside ours.
+    """Build one row per final trial, failed ones included, with the study's figures beside ours.
 
-    `metrics_by_trial` maps a trial id to its metrics.json contents (None when
-    missing); it tells which epoch's weights were tested.
+    `metrics_by_trial` maps a trial id to its metrics.json contents, or None
+    when the file is missing. Its `weights` entry records which epoch's weights were tested.
     """
     rows = []
     for _, row in final.iterrows():
@@ -131,7 +131,7 @@ def _tested_weights(metrics: dict[str, Any], row: pd.Series) -> str:
 
 
 def trials_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """Every trial of every stage with its status; none is dropped, whatever its outcome."""
+    """Return every trial of every stage with its status. No trial is dropped, whatever its outcome."""
     columns = [
         "stage",
         "trial_id",
@@ -154,7 +154,7 @@ def trials_table(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def status_counts(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials per stage and status."""
+    """Count the trials per stage and status."""
     if trials.empty:
         return pd.DataFrame()
     return trials.groupby(["stage", "status"], sort=False).size().unstack(fill_value=0)
@@ -165,7 +165,7 @@ def pareto_front(costs: pd.Series, accuracies: pd.Series) -> pd.Series:
     valid = costs.notna() & accuracies.notna()
     front = pd.Series(False, index=costs.index)
     best_so_far = -math.inf
-    # Cheapest first; ties in cost put the most accurate first, so only it can join the front.
+    # Cheapest first. Among equal costs the most accurate comes first, so only it can join the front.
     order = pd.DataFrame({"cost": costs[valid], "accuracy": accuracies[valid]}).sort_values(
         ["cost", "accuracy"], ascending=[True, False]
     )
@@ -189,7 +189,7 @@ def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int
 
 
 def classification_report_frame(confusion: np.ndarray, class_names: list[str]) -> pd.DataFrame:
-    """scikit-learn's classification report, rebuilt from a confusion matrix (rows: true class)."""
+    """Rebuild scikit-learn's classification report from a confusion matrix (rows: true class)."""
     confusion = np.asarray(confusion, dtype=np.int64)
     labels = np.arange(len(class_names))
     y_true = np.repeat(np.repeat(labels, len(labels)), confusion.ravel())
@@ -207,7 +207,7 @@ def classification_report_frame(confusion: np.ndarray, class_names: list[str]) -
 
 
 def class_f1_table(reports: dict[str, pd.DataFrame], class_names: list[str]) -> pd.DataFrame:
-    """F1 score per class (rows) and final model (columns), with their mean, hardest class first."""
+    """Tabulate the F1 score per class (rows) and final model (columns), with their mean, hardest class first."""
     table = pd.DataFrame({name: report.loc[class_names, "f1-score"] for name, report in reports.items()})
     table.index.name = "class"
     table["mean"] = table.mean(axis=1)
@@ -215,7 +215,7 @@ def class_f1_table(reports: dict[str, pd.DataFrame], class_names: list[str]) -> 
 
 
 def confused_pairs(confusion: np.ndarray, class_names: list[str], top: int = 5) -> pd.DataFrame:
-    """The most frequent mistakes: true class, predicted class, count and share of the true class's images."""
+    """Return the most frequent mistakes: true class, predicted class, count and share of the true class's images."""
     confusion = np.asarray(confusion, dtype=np.int64)
     totals = confusion.sum(axis=1)
     rows = []
@@ -235,7 +235,7 @@ def confused_pairs(confusion: np.ndarray, class_names: list[str], top: int = 5) 
 
 
 def mutual_confusions(confusion: np.ndarray, class_names: list[str], top: int = 3) -> pd.DataFrame:
-    """Class pairs mixed up most in either direction: both classes and the summed count of both mistakes."""
+    """Return the class pairs mixed up most in either direction, with the summed count of both mistakes."""
     confusion = np.asarray(confusion, dtype=np.int64)
     both_ways = confusion + confusion.T
     rows = [
@@ -248,7 +248,7 @@ def mutual_confusions(confusion: np.ndarray, class_names: list[str], top: int = 
 
 
 def architecture_steps(trials: pd.DataFrame) -> pd.DataFrame:
-    """What each step of the study's ladder changed, in our sweep and in the study.
+    """Compare the two ends of each step of the study's ladder, in our sweep and in the study.
 
     Both ends of a step are compared on the same metric and training setup: the
     final test accuracy when both models were retrained, else the best search
@@ -285,7 +285,7 @@ def architecture_steps(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _best_per_model(trials: pd.DataFrame) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
-    """For each (setup, metric): the best trial of each model, as {model: {value, params, train_time_s, study_key}}."""
+    """Collect, for each (setup, metric), the best trial of each model as {model: {value, params, train_time_s, study_key}}."""
     grouped: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     final = trials[(trials["stage"] == "final") & trials["test_accuracy"].notna()]
     search = trials[(trials["stage"] != "final") & trials["best_val_accuracy"].notna() & (trials["status"] != "ERROR")]
@@ -316,6 +316,10 @@ def format_signed(digits: int) -> Callable[[Any], str]:
     return lambda value: "–" if is_missing(value) else f"{float(value):+.{digits}f}"
 
 
+def format_number(value: Any) -> str:
+    return "–" if is_missing(value) else f"{float(value):g}"
+
+
 def format_int(value: Any) -> str:
     return "–" if is_missing(value) else f"{int(value):,}"
 
@@ -338,9 +342,9 @@ def format_text(value: Any) -> str:
 
 
 def markdown_table(frame: pd.DataFrame, columns: dict[str, tuple[str, Callable[[Any], str]]], index: str | None = None) -> str:
-    """Render `frame` as a Markdown table; `columns` maps a column to its header and formatter.
+    """Render `frame` as a Markdown table. `columns` maps a column to its header and formatter.
 
-    `index`, when given, is the header of a first column holding the frame's index.
+    `index`, when given, is the header of a first column that contains the frame's index.
     """
     headers = ([index] if index else []) + [header for header, _ in columns.values()]
     numeric = [False] * (1 if index else 0) + [

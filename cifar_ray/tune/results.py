@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 from ray.tune import ResultGrid
 
+from cifar_ray.analysis.tables import describe_setup, format_duration, training_setup
 from cifar_ray.models import get_spec
 from cifar_ray.reference import study_result
 from cifar_ray.tune.spaces import describe_config
@@ -146,15 +147,14 @@ def summarise_final(final: pd.DataFrame) -> pd.DataFrame:
     for architecture, group in final.groupby("architecture", sort=False):
         tested = group[group["test_accuracy"].notna()]
         first = group.iloc[0]
-        optimizer = first.get("config/optimizer") or "nadam"
-        early_stopping = bool(first.get("config/early_stopping", True))
+        optimizer, early_stopping, _ = training_setup(first)
         study = study_result(first["model"], optimizer, early_stopping)
         accuracies = tested["test_accuracy"].astype(float)
         rows.append(
             {
                 "model": first["model"],
                 "architecture": architecture,
-                "setup": f"{optimizer}, " + ("early stopping" if early_stopping else f"{int(first.get('config/epochs', 0))} epochs"),
+                "setup": describe_setup(first),
                 "params": int(first["params"]) if _present(first["params"]) and first["params"] is not None else None,
                 "train_time_s": float(tested["train_time_s"].mean()) if len(tested) else math.nan,
                 "epochs": float(tested["epochs"].mean()) if len(tested) else math.nan,
@@ -190,9 +190,9 @@ def format_markdown(table: pd.DataFrame) -> str:
             accuracy += f" ± {row['test_accuracy_std']:.4f}"
         lines.append(
             f"| {row['model']} | {row['architecture']} | {row['setup']} | {_fmt_int(row['params'])} | "
-            f"{_fmt_duration(row['train_time_s'])} | {_fmt(row['epochs'], 1)} | {_fmt(row['val_accuracy'], 4)} | "
+            f"{format_duration(row['train_time_s'])} | {_fmt(row['epochs'], 1)} | {_fmt(row['val_accuracy'], 4)} | "
             f"{accuracy} | {_fmt(row['test_rmse'], 3)} | {row['seeds']} | {_fmt(row['study_test_accuracy'], 4)} | "
-            f"{_fmt(row['study_test_rmse'], 3)} | {_fmt_duration(row['study_train_time_s'])} |"
+            f"{_fmt(row['study_test_rmse'], 3)} | {format_duration(row['study_train_time_s'])} |"
         )
     return header + "\n".join(lines) + "\n"
 
@@ -207,16 +207,3 @@ def _fmt_int(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{int(value):,}"
-
-
-def _fmt_duration(seconds: Any) -> str:
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "–"
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {rest} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
