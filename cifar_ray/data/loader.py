@@ -68,10 +68,15 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
     """
     n, _, height, width = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(images.device)
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    if images.device.type == "cuda":
+        # Pinned host memory makes the copies asynchronous, so the CPU keeps queueing kernels.
+        offsets, flip = offsets.pin_memory(), flip.pin_memory()
+    offsets = offsets.to(images.device, non_blocking=True)
+    flip = flip.to(images.device, non_blocking=True)
     rows = offsets[0].view(n, 1) + torch.arange(height, device=images.device).view(1, height)
     cols = offsets[1].view(n, 1) + torch.arange(width, device=images.device).view(1, width)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
     cols = torch.where(flip.view(n, 1), cols.flip(1), cols)
     batch_index = torch.arange(n, device=images.device).view(n, 1, 1, 1)
     channel_index = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)

@@ -137,6 +137,12 @@ def get_args_parser(spec: SweepSpec) -> argparse.ArgumentParser:
     cluster.add_argument("--checkpoint-every", type=int, default=1, help="epochs between trial checkpoints (default 1)")
     cluster.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else start a local one)")
     cluster.add_argument("--storage", help="where Ray stores experiments: a shared folder or a cloud URI (default OUT/ray)")
+    cluster.add_argument(
+        "--autoscaler-config",
+        help="cluster launcher config of an autoscaling cluster (on a `ray up` head node: "
+        "~/ray_bootstrap_config.yaml); resources are then checked against the node types the "
+        "autoscaler may start, not only against the running nodes",
+    )
     return parser
 
 
@@ -245,6 +251,49 @@ def cluster_capacity() -> dict[str, float]:
     }
 
 
+def autoscaler_capacity(path: str) -> dict[str, float]:
+    """Return the largest node and the total CPUs and GPUs that a cluster launcher config lets the autoscaler reach.
+
+    Counts the head once and every worker type at its max_workers. A node type
+    without a `resources` entry counts as 0 CPUs and 0 GPUs.
+    """
+    import yaml
+
+    config_path = Path(path).expanduser()
+    if not config_path.is_file():
+        raise SweepError(
+            f"--autoscaler-config {config_path} does not exist; on the head node of a `ray up` cluster "
+            "it is ~/ray_bootstrap_config.yaml"
+        )
+    with open(config_path) as file:
+        config = yaml.safe_load(file) or {}
+    node_types = config.get("available_node_types") or {}
+    if not node_types:
+        raise SweepError(f"--autoscaler-config {config_path} has no available_node_types; pass a cluster launcher config")
+
+    capacity = {"nodes": 0, "total_cpus": 0.0, "total_gpus": 0.0, "max_node_cpus": 0.0, "max_node_gpus": 0.0}
+    for name, node_type in node_types.items():
+        if name == config.get("head_node_type"):
+            count = 1
+        else:
+            count = int(node_type.get("max_workers", config.get("max_workers", 0)))
+        if count <= 0:
+            continue
+        resources = node_type.get("resources") or {}
+        cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+        capacity["nodes"] += count
+        capacity["total_cpus"] += count * cpus
+        capacity["total_gpus"] += count * gpus
+        capacity["max_node_cpus"] = max(capacity["max_node_cpus"], cpus)
+        capacity["max_node_gpus"] = max(capacity["max_node_gpus"], gpus)
+    return capacity
+
+
+def reachable_capacity(running: dict[str, float], autoscaler: dict[str, float]) -> dict[str, float]:
+    """Return the larger of what runs now and what the autoscaler may start, field by field."""
+    return {key: max(running[key], autoscaler[key]) for key in running}
+
+
 def check_resources(cpus_per_trial: float, gpus_per_trial: float, capacity: dict[str, float]) -> None:
     """Fail at once when no node could ever run one trial, instead of leaving trials pending forever."""
     if cpus_per_trial > capacity["max_node_cpus"]:
@@ -306,6 +355,9 @@ def run_stage(
         return tune.Tuner.restore(path, trainable=trainable).get_results()
     if args.resume and tune.Tuner.can_restore(path):
         print(f"resuming stage {name} from {path}", flush=True)
+        # NOTE: Ray 2.60 restores the searcher's state but rebuilds the scheduler from
+        # tuner.pkl, written when the stage started (TuneController.resume). ASHA's rung
+        # records from before the interruption are lost, so fewer trials are stopped early.
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -511,6 +563,18 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     prepare_output(out, args.resume)
     storage = args.storage or str(out / "ray")
 
+    # Resources are checked before the data is decoded, so an impossible request fails in seconds.
+    start_ray(args.address)
+    capacity = cluster_capacity()
+    if args.autoscaler_config:
+        capacity = reachable_capacity(capacity, autoscaler_capacity(args.autoscaler_config))
+    gpus_per_trial = args.gpus_per_trial
+    if gpus_per_trial is None:
+        gpus_per_trial = 1.0 if capacity["total_gpus"] > 0 else 0.0
+    check_resources(args.cpus_per_trial, gpus_per_trial, capacity)
+    concurrency = default_concurrency(args, gpus_per_trial, capacity)
+    resources = {"cpu": args.cpus_per_trial, "gpu": gpus_per_trial}
+
     # Data is decoded once (or read from the cache) here in the driver; trials
     # receive it through Ray's object store.
     data_config = DataConfig(
@@ -530,15 +594,6 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     counts = final_data.class_counts()
     print_header(spec, profile, args, out, final_data.describe())
     print("  classes: " + ", ".join(f"{name} ({counts['train'][name]})" for name in final_data.class_names), flush=True)
-
-    start_ray(args.address)
-    capacity = cluster_capacity()
-    gpus_per_trial = args.gpus_per_trial
-    if gpus_per_trial is None:
-        gpus_per_trial = 1.0 if capacity["total_gpus"] > 0 else 0.0
-    check_resources(args.cpus_per_trial, gpus_per_trial, capacity)
-    concurrency = default_concurrency(args, gpus_per_trial, capacity)
-    resources = {"cpu": args.cpus_per_trial, "gpu": gpus_per_trial}
     print(
         f"  ray: {capacity['nodes']:.0f} node(s), {capacity['total_cpus']:g} CPUs, {capacity['total_gpus']:g} GPUs; "
         f"{args.cpus_per_trial:g} CPU + {gpus_per_trial:g} GPU per trial, up to {concurrency} at once",
