@@ -234,3 +234,18 @@ def test_pretrained_sweep_from_local_weights(real_data_dir, tmp_path, monkeypatc
     assert set(search["model"]) <= {"resnet18_pretrained", "mobilenet_v3_small_pretrained"}
     final = trials[trials["stage"] == "final"]
     assert final["test_accuracy"].notna().all()
+
+
+def test_scheduler_state_saved(cnn_sweep):
+    """ASHA's rung records are kept beside the sweep, so `--resume` can reload them into the restored scheduler."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from cifar_ray.tune.sweep import SchedulerState
+
+    out, _ = cnn_sweep
+    path = out / "scheduler-search-cnn.pkl"
+    assert path.is_file(), "the scheduler's state was not saved"
+    fresh = ASHAScheduler(time_attr="training_iteration", max_t=3, grace_period=1, reduction_factor=2)
+    SchedulerState(fresh, path).setup()
+    recorded = sum(len(records) for bracket in fresh._brackets for _, records in bracket._rungs)
+    assert recorded >= 4, f"only {recorded} rung records restored"

@@ -42,8 +42,13 @@ def collect_trials(grid: ResultGrid, stage: str, max_epochs: int) -> tuple[pd.Da
     """Build one row per trial (config, last and best metrics, status, why it stopped) and one per trial per epoch."""
     rows = []
     histories = []
+    # A trial that fails before its first result has no config in its Result;
+    # Tune's own trial records still have it.
+    # NOTE: `_experiment_analysis` is private in Ray 2.60; without it such rows keep an empty config.
+    analysis = getattr(grid, "_experiment_analysis", None)
+    configs_by_path = {trial.path: trial.config for trial in getattr(analysis, "trials", None) or []}
     for result in grid:
-        config = _trial_config(result.config or {})
+        config = _trial_config(result.config or configs_by_path.get(result.path) or {})
         metrics = result.metrics or {}
         history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
         trial_id = metrics.get("trial_id") or (Path(result.path).name if result.path else "unknown")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from ray.tune import Callback
 
 from cifar_ray import io
 from cifar_ray.config import DataConfig
@@ -317,6 +318,29 @@ def default_concurrency(args: argparse.Namespace, gpus_per_trial: float, capacit
     return max(1, int(min(by_cpu, by_gpu)))
 
 
+class SchedulerState(Callback):
+    """A Tune callback that keeps the scheduler's state in `path` and reloads it on resume.
+
+    Ray 2.60 saves the searcher with the experiment but rebuilds the scheduler
+    from tuner.pkl as it was when the stage started, so ASHA's rung records
+    would be lost on `--resume`. The callback and the scheduler are pickled
+    together in tuner.pkl, so after a restore the callback holds the restored
+    scheduler and `setup` loads the saved records into it.
+    """
+
+    def __init__(self, scheduler: Any, path: Path) -> None:
+        self.scheduler = scheduler
+        self.path = str(path)
+
+    def setup(self, **info: Any) -> None:
+        if os.path.isfile(self.path):
+            self.scheduler.restore(self.path)
+            logger.info("restored the scheduler's state from %s", self.path)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        io.atomic_write(self.path, self.scheduler.save)
+
+
 def trial_dirname(trial: Any) -> str:
     """Short trial folder names; Ray's default embeds the whole config and gets unreadable."""
     return f"{trial.trainable_name}_{trial.trial_id}"
@@ -345,6 +369,7 @@ def run_stage(
     storage: str,
     args: argparse.Namespace,
     stages: StageLog,
+    callbacks: list[Any] | None = None,
 ):
     """Run one Tune experiment, or restore it: finished stages are read back, interrupted ones continue."""
     from ray import tune
@@ -355,9 +380,9 @@ def run_stage(
         return tune.Tuner.restore(path, trainable=trainable).get_results()
     if args.resume and tune.Tuner.can_restore(path):
         print(f"resuming stage {name} from {path}", flush=True)
-        # NOTE: Ray 2.60 restores the searcher's state but rebuilds the scheduler from
-        # tuner.pkl, written when the stage started (TuneController.resume). ASHA's rung
-        # records from before the interruption are lost, so fewer trials are stopped early.
+        # Ray 2.60 restores the searcher's state but rebuilds the scheduler from
+        # tuner.pkl; the SchedulerState callback, restored with it, reloads ASHA's records.
+        # NOTE: HyperBand has no save/restore in Ray, so its brackets start afresh on resume.
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -371,6 +396,7 @@ def run_stage(
                     num_to_keep=2, checkpoint_frequency=args.checkpoint_every, checkpoint_at_end=True
                 ),
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                callbacks=callbacks,
                 verbose=1,
             ),
         )
@@ -437,17 +463,21 @@ def search_stage(
     # paused trials as live forever, so HyperBand gets every sample at once.
     limit = profile.num_samples if args.scheduler == "hyperband" else concurrency
     trainable = tune.with_resources(tune.with_parameters(TRAINABLES[family], data=data), resources)
+    scheduler = build_scheduler(args.scheduler, profile)
+    callbacks = []
+    if args.scheduler == "asha":
+        callbacks.append(SchedulerState(scheduler, Path(args.out_path) / f"scheduler-search-{family}.pkl"))
     tune_config = tune.TuneConfig(
         metric=args.metric,
         mode=args.mode,
         search_alg=ConcurrencyLimiter(searcher, max_concurrent=limit),
-        scheduler=build_scheduler(args.scheduler, profile),
+        scheduler=scheduler,
         num_samples=profile.num_samples,
         time_budget_s=profile.search_time_budget_s,
         reuse_actors=False,
         trial_dirname_creator=trial_dirname,
     )
-    return run_stage(f"search-{family}", trainable, param_space, tune_config, storage, args, stages)
+    return run_stage(f"search-{family}", trainable, param_space, tune_config, storage, args, stages, callbacks)
 
 
 def final_stage(
@@ -511,10 +541,12 @@ def export_models(grid: Any, out: Path) -> dict[str, str]:
                 continue
             model = (result.config.get("winner") or {}).get("model", "model")
             target = models / f"{model}-{trial_id}.pt"
-            shutil.copyfile(source, target)
+            io.atomic_write(target, lambda tmp, source=source: shutil.copyfile(source, tmp))
             metrics_file = Path(directory) / TEST_METRICS_FILE
             if metrics_file.is_file():
-                shutil.copyfile(metrics_file, target.with_suffix(".metrics.json"))
+                io.atomic_write(
+                    target.with_suffix(".metrics.json"), lambda tmp, source=metrics_file: shutil.copyfile(source, tmp)
+                )
             exported[trial_id] = str(target.relative_to(out))
     return exported
 
@@ -561,6 +593,7 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     profile = resolve_profile(args, spec)
     out = Path(args.out or f"results/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     prepare_output(out, args.resume)
+    args.out_path = str(out)
     storage = args.storage or str(out / "ray")
 
     # Resources are checked before the data is decoded, so an impossible request fails in seconds.
@@ -631,7 +664,10 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     if spec.searches:
         winners = select_winners(pd.concat(all_trials, ignore_index=True), profile.top_k, spec.per_model)
         if not winners:
-            raise SweepError(f"no search trial finished without an error; see the error column of {out / 'trials.parquet'}")
+            raise SweepError(
+                "every search trial failed or diverged, so there is nothing to retrain; see the status and error "
+                f"columns of {out / 'trials.parquet'}, and lower the learning rate range (--lr-range) if trials diverged"
+            )
     if spec.fixed_configs is not None:
         winners += spec.fixed_configs(profile, args)
     grid = final_stage(winners, profile, args, final_data, resources, concurrency, storage, stages)
