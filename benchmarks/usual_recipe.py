@@ -44,16 +44,16 @@ class ArrayImageDataset(Dataset):
 
 
 def channel_mean(mean_image: np.ndarray) -> list[float]:
-    """Per-channel mean of an (H, W, 3) mean image in [0, 1], for transforms.Normalize."""
+    """Return the per-channel mean of an (H, W, 3) mean image in [0, 1], for transforms.Normalize."""
     return [float(value) for value in mean_image.reshape(-1, 3).mean(axis=0)]
 
 
 def usual_transform(mean: Sequence[float], augment: bool, image_size: int = 32) -> transforms.Compose:
-    """Per-sample torchvision transforms ending in Normalize(mean, std=1).
+    """Build the per-sample torchvision transforms, ending in Normalize(mean, std=1).
 
-    A standard deviation of 1 keeps the project's input scale (pixels in [0, 1]
-    minus the mean image), so the two recipes feed the network the same range
-    and differ only in per-channel against per-pixel mean.
+    A standard deviation of 1 keeps the project's input scale: pixels in [0, 1]
+    minus the mean image. The two recipes then feed the network the same range
+    and differ only in subtracting a per-channel or a per-pixel mean.
     """
     steps: list = []
     if augment:
@@ -68,8 +68,8 @@ def usual_transform(mean: Sequence[float], augment: bool, image_size: int = 32) 
 class LoaderSplit:
     """A DataLoader over a torchvision-style Dataset, standing in for one `DeviceDataset` split of a `Trainer`.
 
-    Whether batches are augmented is fixed by the dataset's transform;
-    `train_batches` raises ValueError when the Trainer asks for the other choice.
+    The dataset's transform fixes whether batches are augmented, so
+    `train_batches` raises ValueError when the Trainer requests the other choice.
     Workers start anew every epoch (`persistent_workers=False`), as in the
     DataLoader's defaults, so their start-up is part of each epoch's time.
     """
@@ -104,7 +104,7 @@ class LoaderSplit:
             shuffle=shuffle,
             generator=generator,
             num_workers=self.workers,
-            # Batch norm cannot train on a batch of one image; DeviceDataset drops it too.
+            # Batch norm cannot train on a batch of one image, so DeviceDataset drops it too.
             drop_last=shuffle and len(self.dataset) % batch_size == 1,
             pin_memory=self.device.type == "cuda",
         )
@@ -118,7 +118,7 @@ class LoaderSplit:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if augment != self.augment:
             raise ValueError(
-                f"the Trainer asks for augment={augment}, but this LoaderSplit's transform has "
+                f"the Trainer requests augment={augment}, but this LoaderSplit's transform has "
                 f"augment={self.augment}; build it with usual_transform(..., augment={augment})"
             )
         # The Trainer's generator drives the shuffle and seeds the workers' transforms.

@@ -94,7 +94,7 @@ def prepare_data(config: DataConfig) -> DataBundle:
         )
 
     # The mean image comes from the images trained on, never from validation or test.
-    mean_image = (x_train.astype(np.float64).mean(axis=0) / 255.0).astype(np.float32)
+    mean_image = (x_train.mean(axis=0, dtype=np.float64) / 255.0).astype(np.float32)
     bundle = DataBundle(
         x_train=np.ascontiguousarray(x_train),
         y_train=y_train,

@@ -1,0 +1,1 @@
+"""Speed benchmarks of cifar-ray; run `python -m benchmarks.bench` from the repository root (see BENCHMARKS.md)."""
