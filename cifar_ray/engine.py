@@ -74,8 +74,8 @@ class Trainer:
             config.model, num_classes=data.num_classes, image_size=data.image_size, **config.model_kwargs
         ).to(self.device)
         self.params = count_parameters(self.model)
-        # channels_last only helps convolutions: on a 2-core CPU it made the study's CNNs 2 to 9%
-        # faster (benchmarks/bench.py) and a narrow cnn3 on one thread 1.25x. Dense nets keep the default.
+        # channels_last only helps convolutions: in quiet runs of benchmarks/bench.py on 2 CPU cores it
+        # made the study's plain and regularised CNNs 3 to 39% faster. Dense nets keep the default layout.
         self.channels_last = config.channels_last and any(isinstance(m, nn.Conv2d) for m in self.model.modules())
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -223,7 +223,7 @@ class Trainer:
 
     @torch.no_grad()
     def predict_logits(self, dataset: DeviceDataset) -> torch.Tensor:
-        """Logits for a whole split, in evaluation mode, without gradients, at the evaluation batch size."""
+        """Return logits for a whole split, in evaluation mode, without gradients, at the evaluation batch size."""
         self.model.eval()
         outputs = []
         for images, _ in dataset.eval_batches(self.config.eval_batch_size, self.channels_last):
@@ -232,7 +232,7 @@ class Trainer:
         return torch.cat(outputs)
 
     def evaluate(self, dataset: DeviceDataset) -> tuple[float, float]:
-        """Mean cross-entropy (without the L2 term) and accuracy on a split."""
+        """Return the mean cross-entropy (without the L2 term) and the accuracy on a split."""
         logits = self.predict_logits(dataset)
         loss = F.cross_entropy(logits, dataset.labels).item()
         accuracy = (logits.argmax(1) == dataset.labels).float().mean().item()
@@ -258,7 +258,7 @@ class Trainer:
             logger.info("restored the weights of epoch %d (val_accuracy %.4f)", self.best_epoch, self.best_val_accuracy)
 
     def evaluate_test(self) -> dict[str, Any]:
-        """Test-set metrics: called once, after every choice has been made on validation."""
+        """Return test-set metrics. Called once, after every choice has been made on validation."""
         test_set = DeviceDataset(self.data.x_test, self.data.y_test, self.data.mean_image, self.device)
         logits = self.predict_logits(test_set)
         metrics = classification_metrics(
