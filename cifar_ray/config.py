@@ -34,7 +34,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """How one model is trained. Defaults follow the study's Keras setup."""
+    """Training settings of one model. Defaults follow the study's Keras setup."""
 
     model: str = "cnn2"  # registered architecture name, see `cifar-ray models`
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides of the architecture's dimensions

@@ -78,7 +78,7 @@ class Skips:
 
 @dataclass
 class FinalModelFiles:
-    """The files a sweep exported for one final trial. A path is None when its file is missing, and *_missing says why."""
+    """The files a sweep exported for one final trial. A path is None when its file is missing, and *_missing gives the reason."""
 
     trial_id: str
     model: str

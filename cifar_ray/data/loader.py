@@ -1,8 +1,8 @@
 """The training data path: uint8 tensors on the device, normalised and augmented per batch.
 
 There is no per-sample Python in the loop. Shuffling is an index permutation,
-augmentation (random crop with padding, horizontal flip) is a batched tensor
-operation, and images stay uint8 until the batch is sliced, so the whole set
+and augmentation (random crop with padding, horizontal flip) is a batched
+tensor operation. Images stay uint8 until the batch is sliced, so the whole set
 fits on a GPU at a quarter of its float32 size.
 """
 

@@ -1,9 +1,10 @@
 """Finding and reading the three kinds of source: the CIFAR-10 Python release,
 a class-folder tree with train/ and test/, and a class-folder tree without a split.
 
-Image trees are decoded once and cached on disk as uint8 arrays under a key
-built from every file's relative path, size and modification time, so a
-changed, added or removed file means a new decode, and anything else a fast load.
+Image trees are decoded once and cached on disk as uint8 arrays. The cache key
+is built from every file's relative path, size and modification time. A
+changed, added or removed file therefore means a new decode, and anything else
+a fast load.
 """
 
 from __future__ import annotations

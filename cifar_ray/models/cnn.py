@@ -74,7 +74,7 @@ class CNN(nn.Module):
         init_output(self.head)
 
     def conv_layers(self) -> list[nn.Conv2d]:
-        """The convolutions in order, for feature-map pictures."""
+        """Return the convolutions in order, for feature-map pictures."""
         return [m for m in self.conv_stack if isinstance(m, nn.Conv2d)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

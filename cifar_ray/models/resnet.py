@@ -88,7 +88,7 @@ class ResNet(nn.Module):
         )
 
     def conv_layers(self) -> list[nn.Conv2d]:
-        """The stem's convolution and the last block's second one, for feature-map pictures."""
+        """Return the stem's convolution and the last block's second one, for feature-map pictures."""
         return [self.stem[0], self.stages[-1].conv2]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

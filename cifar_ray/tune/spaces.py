@@ -58,7 +58,7 @@ def model_kwargs_from_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_config(config: dict[str, Any]) -> str:
-    """A short, readable description of a trial's architecture, e.g. `cnn3 filters=[32, 64, 128] dense_units=256`."""
+    """Return a short, readable description of a trial's architecture, e.g. `cnn3 filters=[32, 64, 128] dense_units=256`."""
     kwargs = {**get_spec(config["model"]).kwargs, **model_kwargs_from_config(config)}
     parts = [config["model"]]
     for key in (

@@ -324,7 +324,7 @@ class SchedulerState(Callback):
     Ray 2.60 saves the searcher with the experiment but rebuilds the scheduler
     from tuner.pkl as it was when the stage started, so ASHA's rung records
     would be lost on `--resume`. The callback and the scheduler are pickled
-    together in tuner.pkl, so after a restore the callback holds the restored
+    together in tuner.pkl, so after a restore the callback refers to the restored
     scheduler and `setup` loads the saved records into it.
     """
 
